@@ -1,0 +1,3 @@
+"""mirrord: keep container registries mirrored."""
+
+__version__ = "0.1.0"

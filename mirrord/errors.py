@@ -1,0 +1,195 @@
+"""The one exception tree of mirrord.
+
+    MirrordError                      reason            transient
+    ├── ConfigError                   config            no   (file, line, key in the message)
+    ├── InvalidReference              invalid_reference no
+    ├── InvalidManifest               invalid_manifest  no   (too large, ambiguous, malformed)
+    ├── IntegrityError                digest_mismatch   no   (bytes differ from their descriptor)
+    ├── UnsupportedOperation          unsupported       no
+    ├── LocalStorageError             local_io          no   (dir:, oci:, archives, bundles)
+    ├── StoreError                    store             yes  (the job database)
+    ├── TransportError                                       (no usable HTTP answer)
+    │   ├── ConnectionFailed          connection        yes  (refused, reset, DNS, short read)
+    │   ├── RequestTimeout            timeout           yes
+    │   ├── TLSFailure                tls               no   (certificate or handshake)
+    │   └── RedirectRefused           redirect_refused  no   (downgrade, loop, private target)
+    └── RegistryError                 registry_error    no   (an error status from a registry)
+        ├── Unauthorized              auth_failed       no   401 / UNAUTHORIZED
+        ├── Denied                    denied            no   403 / DENIED
+        ├── NotFound                  not_found         no   404
+        │   ├── ManifestUnknown       manifest_unknown  no
+        │   ├── BlobUnknown           blob_unknown      no
+        │   └── NameUnknown           name_unknown      no
+        ├── RateLimited               rate_limited      yes  429 / TOOMANYREQUESTS (retry_after)
+        ├── ServerError               server_error      yes  5xx, 408
+        └── UploadInvalid             upload_invalid    yes  BLOB_UPLOAD_UNKNOWN / _INVALID
+
+Foreign exceptions (aiohttp, ssl, OSError, SQLAlchemy) are mapped into this tree at one boundary
+each (`raise ... from exc`), so a 429 on a manifest PUT is still a `RateLimited` when the retry
+logic sees it. `reason` is a short, bounded string used in metrics labels and job rows; messages
+never contain secrets (URLs are redacted before they reach an error).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class MirrordError(Exception):
+    """Base of every error mirrord raises on purpose."""
+
+    reason: ClassVar[str] = "error"
+    transient: ClassVar[bool] = False
+
+
+class ConfigError(MirrordError):
+    """Invalid configuration. `problems` holds every problem found, one line each."""
+
+    reason = "config"
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems or (message,)
+
+
+class InvalidReference(MirrordError):
+    reason = "invalid_reference"
+
+
+class InvalidManifest(MirrordError):
+    reason = "invalid_manifest"
+
+
+class IntegrityError(MirrordError):
+    reason = "digest_mismatch"
+
+
+class UnsupportedOperation(MirrordError):
+    reason = "unsupported"
+
+
+class LocalStorageError(MirrordError):
+    reason = "local_io"
+
+
+class StoreError(MirrordError):
+    reason = "store"
+    transient = True
+
+
+class TransportError(MirrordError):
+    reason = "transport"
+    transient = True
+
+
+class ConnectionFailed(TransportError):
+    reason = "connection"
+
+
+class RequestTimeout(TransportError):
+    reason = "timeout"
+
+
+class TLSFailure(TransportError):
+    reason = "tls"
+    transient = False
+
+
+class RedirectRefused(TransportError):
+    reason = "redirect_refused"
+    transient = False
+
+
+class RegistryError(MirrordError):
+    """The registry answered with an error status (after any auth retry)."""
+
+    reason = "registry_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        registry: str = "",
+        status: int = 0,
+        codes: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.registry = registry
+        self.status = status
+        self.codes = codes
+
+
+class Unauthorized(RegistryError):
+    reason = "auth_failed"
+
+
+class Denied(RegistryError):
+    reason = "denied"
+
+
+class NotFound(RegistryError):
+    reason = "not_found"
+
+
+class ManifestUnknown(NotFound):
+    reason = "manifest_unknown"
+
+
+class BlobUnknown(NotFound):
+    reason = "blob_unknown"
+
+
+class NameUnknown(NotFound):
+    reason = "name_unknown"
+
+
+class RateLimited(RegistryError):
+    reason = "rate_limited"
+    transient = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class ServerError(RegistryError):
+    reason = "server_error"
+    transient = True
+
+
+class UploadInvalid(RegistryError):
+    reason = "upload_invalid"
+    transient = True
+
+
+_BY_CODE: dict[str, type[RegistryError]] = {
+    "UNAUTHORIZED": Unauthorized,
+    "DENIED": Denied,
+    "MANIFEST_UNKNOWN": ManifestUnknown,
+    "BLOB_UNKNOWN": BlobUnknown,
+    "NAME_UNKNOWN": NameUnknown,
+    "TOOMANYREQUESTS": RateLimited,
+    "BLOB_UPLOAD_UNKNOWN": UploadInvalid,
+    "BLOB_UPLOAD_INVALID": UploadInvalid,
+    "UNAVAILABLE": ServerError,
+}
+
+_BY_STATUS: dict[int, type[RegistryError]] = {
+    401: Unauthorized,
+    403: Denied,
+    404: NotFound,
+    408: ServerError,
+    429: RateLimited,
+}
+
+
+def registry_error_class(status: int, codes: tuple[str, ...]) -> type[RegistryError]:
+    """The most specific error class for an error status and its registry error codes."""
+    if status == 429:
+        return RateLimited
+    for code in codes:
+        if code in _BY_CODE:
+            return _BY_CODE[code]
+    if status >= 500:
+        return ServerError
+    return _BY_STATUS.get(status, RegistryError)
