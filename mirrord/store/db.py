@@ -1,0 +1,202 @@
+"""Engines, transactions and the one boundary where database errors become `StoreError`.
+
+SQLite (the default) gets two engines on the same file:
+
+- a *write* engine whose transactions start with `BEGIN IMMEDIATE`, so a writer takes the write
+  lock up front and waits for it under `busy_timeout`, instead of failing with SQLITE_BUSY when a
+  deferred transaction tries to upgrade its lock half-way; within one process writers also queue
+  on an asyncio lock, so they wait on the event loop rather than in SQLite's busy handler;
+- a *read* engine whose transactions start with a plain (deferred) `BEGIN`, so readers see one
+  WAL snapshot and never take the write lock.
+
+Both disable the sqlite3 driver's own transaction handling (`isolation_level = None`) and emit
+BEGIN themselves, which is SQLAlchemy's documented recipe. PostgreSQL uses one asyncpg engine
+for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Table, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from mirrord.errors import StoreError
+
+T = TypeVar("T")
+Clock = Callable[[], float]
+
+BUSY_TIMEOUT_MS = 30_000
+# PostgreSQL SQLSTATEs worth retrying the whole transaction for: a serialization failure, a
+# deadlock, and a unique violation (a racing enqueue inserted a queued sibling between our check
+# and our requeue; the retry sees it and supersedes instead).
+_RETRY_SQLSTATES = frozenset({"40001", "40P01", "23505"})
+_RETRIES = 5
+
+
+def default_database_url() -> str:
+    """`$MIRRORD_DATABASE`, else an SQLite file in the state directory."""
+    if url := os.environ.get("MIRRORD_DATABASE"):
+        return url
+    if state := os.environ.get("STATE_DIRECTORY"):  # systemd's StateDirectory=
+        base = Path(state.split(":")[0])
+    else:
+        xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        base = Path(xdg) / "mirrord"
+    return f"sqlite+aiosqlite:///{base / 'mirrord.db'}"
+
+
+def parse_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(f"invalid database URL: {exc}") from exc
+    if parsed.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        raise StoreError(
+            f"unsupported database {parsed.drivername!r}: "
+            "use sqlite+aiosqlite:///PATH or postgresql+asyncpg://…"
+        )
+    return parsed
+
+
+def sqlite_path(url: URL) -> Path | None:
+    """The database file of an SQLite URL; None for an in-memory database."""
+    if url.database in (None, "", ":memory:") or url.query.get("mode") == "memory":
+        return None
+    return Path(url.database)
+
+
+def _prepare_sqlite_file(path: Path) -> None:
+    """Create missing parent directories 0700 and the database file 0600."""
+    missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+        "PRAGMA journal_mode = WAL",
+        "PRAGMA synchronous = NORMAL",
+        "PRAGMA foreign_keys = ON",
+    ):
+        cursor.execute(pragma)
+    cursor.close()
+
+
+def _sqlite_engine(url: URL, begin: str) -> AsyncEngine:
+    engine = create_async_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+    event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+
+    def on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)
+
+    event.listen(engine.sync_engine, "begin", on_begin)
+    return engine
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES
+
+
+@contextmanager
+def store_errors(action: str) -> Iterator[None]:
+    """Map database and driver errors to StoreError (the one boundary)."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise StoreError(f"database error while {action}: {detail}") from exc
+    except OSError as exc:
+        raise StoreError(f"database I/O error while {action}: {exc}") from exc
+
+
+class Database:
+    """The engines of one database and its transaction helpers."""
+
+    def __init__(self, url: str) -> None:
+        self.url = parse_url(url)
+        self.dialect = self.url.get_backend_name()
+        self._write_lock = asyncio.Lock()
+        if self.is_sqlite:
+            path = sqlite_path(self.url)
+            if path is not None:
+                with store_errors("creating the database file"):
+                    _prepare_sqlite_file(path)
+            self.write_engine = _sqlite_engine(self.url, "BEGIN IMMEDIATE")
+            # An in-memory database exists once per connection: reads must share the writer's.
+            self.read_engine = (
+                self.write_engine if path is None else _sqlite_engine(self.url, "BEGIN")
+            )
+        else:
+            self.write_engine = self.read_engine = create_async_engine(self.url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    def insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
+        """An INSERT that supports ON CONFLICT (same API on both backends)."""
+        if self.is_postgres:
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    async def write(self, work: Callable[[AsyncConnection], Awaitable[T]], action: str) -> T:
+        """Run `work` in one write transaction; retry it on a transient conflict."""
+        for attempt in range(_RETRIES):
+            try:
+                async with self._serialized(), self.write_engine.begin() as conn:
+                    return await work(conn)
+            except DBAPIError as exc:
+                if not _retryable(exc) or attempt == _RETRIES - 1:
+                    with store_errors(action):
+                        raise
+            except SQLAlchemyError:
+                with store_errors(action):
+                    raise
+            await asyncio.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def read(self, work: Callable[[AsyncConnection], Awaitable[T]], action: str) -> T:
+        """Run `work` in one read transaction (one consistent snapshot)."""
+        with store_errors(action):
+            async with self.read_engine.begin() as conn:
+                return await work(conn)
+
+    @asynccontextmanager
+    async def _serialized(self) -> AsyncIterator[None]:
+        if not self.is_sqlite:
+            yield
+            return
+        async with self._write_lock:
+            yield
+
+    async def dispose(self) -> None:
+        await self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            await self.read_engine.dispose()
+
+
+class Component:
+    """Base of the store's verb classes: a database and a clock."""
+
+    def __init__(self, db: Database, clock: Clock = time.time) -> None:
+        self._db = db
+        self._clock = clock
