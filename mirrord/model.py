@@ -39,7 +39,9 @@ class Platform:
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
     @classmethod
-    def host(cls, os: str | None = None, arch: str | None = None, variant: str | None = None) -> Platform:
+    def host(
+        cls, os: str | None = None, arch: str | None = None, variant: str | None = None
+    ) -> Platform:
         """The platform skopeo would pick: the host's, overridden field by field."""
         machine_arch, machine_variant = _MACHINE_TO_ARCH.get(
             _platform.machine().lower(), (_platform.machine().lower(), None)

@@ -1,0 +1,190 @@
+"""What every command shares: skopeo's registry flags, error reporting, exit codes, asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from mirrord.errors import ConfigError, InvalidReference, MirrordError, NotFound
+from mirrord.model import Platform
+from mirrord.redact import redact_text
+from mirrord.registry.options import Credentials, RegistryOptions, TLSMode
+from mirrord.secret import Secret
+
+# Exit codes (documented in the README).
+EXIT_OK = 0
+EXIT_FAILED = 1  # the operation failed (network, registry, integrity, ...)
+EXIT_USAGE = 2  # bad arguments or configuration: nothing was attempted
+EXIT_PARTIAL = 3  # a sync finished but some jobs failed
+EXIT_NOT_FOUND = 4  # the image, tag or repository does not exist
+EXIT_INTERRUPTED = 130
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalFlags:
+    debug: bool = False
+    command_timeout: float | None = None
+    override_os: str | None = None
+    override_arch: str | None = None
+    override_variant: str | None = None
+
+    def system_platform(self) -> Platform:
+        return Platform.host(self.override_os, self.override_arch, self.override_variant)
+
+
+def global_flags() -> GlobalFlags:
+    ctx = click.get_current_context()
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, GlobalFlags) else GlobalFlags()
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    click.echo(f"mirrord: error: {redact_text(message)}", err=True)
+    sys.exit(code)
+
+
+def exit_code_for(error: BaseException) -> int:
+    if isinstance(error, ConfigError | InvalidReference):
+        return EXIT_USAGE
+    if isinstance(error, NotFound):
+        return EXIT_NOT_FOUND
+    return EXIT_FAILED
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine with the global timeout; turn errors into one-line messages."""
+    flags = global_flags()
+
+    async def bounded() -> T:
+        async with asyncio.timeout(flags.command_timeout):
+            return await coro
+
+    try:
+        return asyncio.run(bounded())
+    except MirrordError as exc:
+        if flags.debug:
+            logging.getLogger("mirrord").exception("failed")
+        for problem in exc.problems if isinstance(exc, ConfigError) else (str(exc),):
+            click.echo(f"mirrord: error: {redact_text(problem)}", err=True)
+        sys.exit(exit_code_for(exc))
+    except TimeoutError:
+        fail(f"command timed out after {flags.command_timeout}s")
+    except KeyboardInterrupt:
+        fail("interrupted", EXIT_INTERRUPTED)
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `5m`, `2h`, `1d` -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a duration like 30s, 5m or 2h") from None
+
+
+class DurationType(click.ParamType):
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        return value if isinstance(value, float) else parse_duration(str(value))
+
+
+BOOL_VALUE = click.BOOL
+
+
+def _tls_mode(tls_verify: bool | None) -> TLSMode:
+    return TLSMode.SKOPEO_NO_VERIFY if tls_verify is False else TLSMode.VERIFY
+
+
+def parse_creds(text: str, origin: str) -> Credentials:
+    username, sep, password = text.partition(":")
+    if not username or not sep:
+        raise click.BadParameter(f"{origin} must be USERNAME:PASSWORD")
+    return Credentials(username=username, password=Secret(password), origin=origin)
+
+
+def registry_options(side: str, values: dict[str, Any]) -> RegistryOptions:
+    """RegistryOptions from skopeo's `--src-*` / `--dest-*` (or unprefixed) flags."""
+    p = f"{side}_" if side else ""
+    creds = None
+    if values.get(f"{p}creds"):
+        creds = parse_creds(values[f"{p}creds"], f"--{side + '-' if side else ''}creds")
+    elif values.get(f"{p}username"):
+        creds = Credentials(
+            username=values[f"{p}username"],
+            password=Secret(values.get(f"{p}password") or ""),
+            origin=f"--{side + '-' if side else ''}username",
+        )
+    token = values.get(f"{p}registry_token")
+    authfile = values.get(f"{p}authfile") or values.get("authfile")
+    return RegistryOptions(
+        tls=_tls_mode(values.get(f"{p}tls_verify")),
+        cert_dir=values.get(f"{p}cert_dir"),
+        credentials=creds,
+        authfile=authfile,
+        no_creds=bool(values.get(f"{p}no_creds")),
+        registry_token=Secret(token) if token else None,
+    )
+
+
+def registry_flags(side: str) -> Callable[[F], F]:
+    """skopeo's per-side registry flags: `--src-tls-verify`, `--dest-creds`, ..."""
+    dash = f"{side}-" if side else ""
+    opts = [
+        click.option(
+            f"--{dash}tls-verify",
+            type=BOOL_VALUE,
+            is_flag=False,
+            flag_value="true",
+            default=None,
+            metavar="[=BOOL]",
+            help="Require HTTPS and verify certificates (false: skip verification, allow HTTP).",
+        ),
+        click.option(f"--{dash}cert-dir", type=click.Path(path_type=Path), help="certs.d directory."),
+        click.option(f"--{dash}creds", metavar="USER:PASS", help="Credentials for the registry."),
+        click.option(f"--{dash}username", help="Username (with --password)."),
+        click.option(f"--{dash}password", help="Password (with --username)."),
+        click.option(f"--{dash}registry-token", metavar="TOKEN", help="A bearer token to use."),
+        click.option(f"--{dash}no-creds", is_flag=True, help="Access the registry anonymously."),
+        click.option(f"--{dash}authfile", type=click.Path(path_type=Path), help="Auth file."),
+    ]
+
+    def decorate(f: F) -> F:
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+
+    return decorate
+
+
+def authfile_flag(f: F) -> F:
+    return click.option(
+        "--authfile",
+        type=click.Path(path_type=Path),
+        envvar="REGISTRY_AUTH_FILE",
+        help="Auth file (default: containers' and Docker's usual places).",
+    )(f)
+
+
+def pass_values(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Hand the command every parameter as one dict (keeps long flag lists out of signatures)."""
+
+    @functools.wraps(f)
+    def wrapper(**values: Any) -> Any:
+        return f(values)
+
+    return wrapper

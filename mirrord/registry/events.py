@@ -1,0 +1,26 @@
+"""What the HTTP layer reports as it works. Metrics implement this; the default ignores it."""
+
+from __future__ import annotations
+
+
+class Observer:
+    """Callbacks from the registry client. Labels are bounded: hosts and method classes only.
+
+    Method classes: ping, token, manifest_head, manifest_get, manifest_put, manifest_delete,
+    blob_head, blob_get, upload, mount, tags, catalog.
+    """
+
+    def request(self, registry: str, method_class: str, status: int) -> None:
+        """One HTTP exchange finished with `status`."""
+
+    def transferred(self, registry: str, direction: str, nbytes: int) -> None:
+        """Blob bytes read from (`read`) or written to (`write`) a registry."""
+
+    def rate_limited(self, registry: str, retry_after: float | None) -> None:
+        """A 429 arrived; `retry_after` is the pause it asked for, if any."""
+
+    def ratelimit_remaining(self, registry: str, remaining: int) -> None:
+        """A `ratelimit-remaining` header (Docker Hub) was seen."""
+
+
+NULL_OBSERVER = Observer()
