@@ -5,12 +5,35 @@ from __future__ import annotations
 import click
 
 from mirrord import __version__
+from mirrord.cli.common import DurationType, GlobalFlags
+from mirrord.logs import setup_logging
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="mirrord")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Verbose logs, and tracebacks for errors.")
+@click.option("--command-timeout", type=DurationType(), help="Give up after this long (e.g. 10m).")
+@click.option("--override-os", metavar="OS", help="Platform OS to pick from an index.")
+@click.option("--override-arch", metavar="ARCH", help="Platform architecture to pick.")
+@click.option("--override-variant", metavar="VARIANT", help="Platform variant to pick.")
+@click.option(
+    "--insecure-policy", is_flag=True, hidden=True, help="Accepted for skopeo compatibility."
+)
+@click.option("--policy", hidden=True, help="Accepted for skopeo compatibility (ignored).")
+@click.pass_context
+def main(
+    ctx: click.Context,
+    debug: bool,
+    command_timeout: float | None,
+    override_os: str | None,
+    override_arch: str | None,
+    override_variant: str | None,
+    insecure_policy: bool,
+    policy: str | None,
+) -> None:
     """Keep container registries mirrored: skopeo-sync YAML in, verified copies out."""
+    setup_logging("debug" if debug else "warning")
+    ctx.obj = GlobalFlags(debug, command_timeout, override_os, override_arch, override_variant)
 
 
 def _register() -> None:

@@ -1,1 +1,6 @@
 """Imports every command module so that each registers its commands on `main`."""
+
+from mirrord.cli import (
+    auth,  # noqa: F401
+    images,  # noqa: F401
+)

@@ -96,10 +96,12 @@ def parse_duration(text: str) -> float:
         raise click.BadParameter(f"{text!r} is not a duration like 30s, 5m or 2h") from None
 
 
-class DurationType(click.ParamType):
+class DurationType(click.ParamType[float]):
     name = "duration"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
         return value if isinstance(value, float) else parse_duration(str(value))
 
 
@@ -154,7 +156,9 @@ def registry_flags(side: str) -> Callable[[F], F]:
             metavar="[=BOOL]",
             help="Require HTTPS and verify certificates (false: skip verification, allow HTTP).",
         ),
-        click.option(f"--{dash}cert-dir", type=click.Path(path_type=Path), help="certs.d directory."),
+        click.option(
+            f"--{dash}cert-dir", type=click.Path(path_type=Path), help="certs.d directory."
+        ),
         click.option(f"--{dash}creds", metavar="USER:PASS", help="Credentials for the registry."),
         click.option(f"--{dash}username", help="Username (with --password)."),
         click.option(f"--{dash}password", help="Password (with --username)."),

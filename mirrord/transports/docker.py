@@ -14,7 +14,7 @@ from mirrord.registry.http import RegistryHttp
 from mirrord.registry.options import RegistryOptions
 from mirrord.transports.base import BlobOrigin, BlobOutcome, ByteCounter, ImageSource, ManifestInfo
 
-OptionsFor = Callable[[str], RegistryOptions]
+OptionsFor = Callable[[str, str], RegistryOptions]  # (host, role) -> options
 
 
 class ClientPool:
@@ -28,7 +28,8 @@ class ClientPool:
     def get(self, host: str, role: str) -> RegistryClient:
         key = (host, role)
         if key not in self._clients:
-            http = RegistryHttp(host, self._options_for(host), role=role, observer=self._observer)
+            options = self._options_for(host, role)
+            http = RegistryHttp(host, options, role=role, observer=self._observer)
             self._clients[key] = RegistryClient(http)
         return self._clients[key]
 

@@ -1,0 +1,284 @@
+"""skopeo-shaped commands for single images: copy, inspect, list-tags, delete, manifest-digest."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mirrord.blobs import BlobService, MemoryBlobIndex
+from mirrord.cli import main
+from mirrord.cli.common import (
+    authfile_flag,
+    fail,
+    global_flags,
+    pass_values,
+    registry_flags,
+    registry_options,
+    run,
+)
+from mirrord.errors import InvalidReference, ManifestUnknown
+from mirrord.manifests import Descriptor, compute_digest, parse_manifest, select_instance
+from mirrord.model import Platform, PlatformPolicy
+from mirrord.refs import ImageReference
+from mirrord.registry.options import RegistryOptions
+from mirrord.transfer import CopyResult, copy_image
+from mirrord.transports.base import BlobOutcome
+from mirrord.transports.docker import ClientPool, RegistryDestination, RegistrySource
+from mirrord.transports.location import DockerLocation, parse_location
+from mirrord.units import human_bytes
+
+DEFAULT_BLOB_STREAMS = 6
+
+
+def _docker(text: str, default_tag: str | None = "latest") -> ImageReference:
+    location = parse_location(text, default_tag)
+    if not isinstance(location, DockerLocation):
+        raise InvalidReference(f"{text}: this command needs a docker:// reference")
+    return location.ref
+
+
+def platform_policy(values: dict[str, Any]) -> PlatformPolicy:
+    """skopeo's choice: --all copies everything; otherwise the system (or overridden) platform."""
+    if values.get("platform"):
+        platforms = tuple(Platform.parse(p) for p in values["platform"].split(","))
+        return PlatformPolicy.subset(platforms)
+    if values.get("all") or values.get("multi_arch") == "all":
+        return PlatformPolicy.all()
+    return PlatformPolicy.system(global_flags().system_platform())
+
+
+def _ref_in_repo(ref: ImageReference) -> str:
+    return ref.reference
+
+
+class CopyPrinter:
+    """skopeo-like progress lines: one per blob, then the manifest."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def blob(self, desc: Descriptor, outcome: BlobOutcome) -> None:
+        if not self.quiet:
+            size = human_bytes(desc.size)
+            click.echo(
+                f"Copying blob {desc.digest[:19]} ({size}): {outcome.value.replace('_', ' ')}"
+            )
+
+    def done(self, src: str, dst: str, result: CopyResult) -> None:
+        if self.quiet:
+            return
+        if result.skipped:
+            click.echo(f"Skipping: {dst} is already at {result.digest}")
+            return
+        if result.note:
+            click.echo(f"Note: {result.note}")
+        click.echo(
+            f"Copied {src} -> {dst} ({result.digest}, {human_bytes(result.bytes)} "
+            f"in {result.duration:.1f}s)"
+        )
+
+
+@main.command()
+@click.argument("source")
+@click.argument("destination")
+@click.option("-a", "--all", "all", is_flag=True, help="Copy every platform of an index.")
+@click.option(
+    "--multi-arch",
+    type=click.Choice(["system", "all"]),
+    help="skopeo's spelling of --all (system = one platform).",
+)
+@click.option("--platform", help="Copy a subset: os/arch[,os/arch...] (makes a new index).")
+@click.option(
+    "--preserve-digests", is_flag=True, help="Accepted: mirrord always preserves digests."
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option("--digestfile", type=click.Path(path_type=Path), help="Write the digest here.")
+@click.option("--force", is_flag=True, help="Copy even if the destination already has the image.")
+@click.option("-f", "--format", "fmt", hidden=True)
+@authfile_flag
+@registry_flags("src")
+@registry_flags("dest")
+@pass_values
+def copy(values: dict[str, Any]) -> None:
+    """Copy an image between registries, verifying every byte.
+
+    SOURCE and DESTINATION are docker://REGISTRY/REPO[:TAG|@DIGEST] references.
+    """
+    if values.get("fmt"):
+        fail("--format: mirrord never converts manifests (digests are always preserved)", 2)
+    src, dst = _docker(values["source"]), _docker(values["destination"], None)
+    dst = dst if dst.tag or dst.digest else dst.with_tag(src.tag) if src.tag else dst
+    policy = platform_policy(values)
+    options = {
+        "source": registry_options("src", values),
+        "destination": registry_options("dest", values),
+    }
+    printer = CopyPrinter(values["quiet"])
+    result = run(_copy(src, dst, policy, options, printer, not values["force"]))
+    printer.done(f"docker://{src}", f"docker://{dst}", result)
+    if values.get("digestfile"):
+        values["digestfile"].write_text(result.digest)
+
+
+async def _copy(
+    src: ImageReference,
+    dst: ImageReference,
+    policy: PlatformPolicy,
+    options: dict[str, RegistryOptions],
+    printer: CopyPrinter,
+    skip_unchanged: bool,
+) -> CopyResult:
+    async with ClientPool(lambda host, role: options[role]) as pool:
+        blobs = BlobService(MemoryBlobIndex(), asyncio.Semaphore(DEFAULT_BLOB_STREAMS))
+        source = RegistrySource(pool.source(src.registry), src.repository)
+        destination = RegistryDestination(pool.destination(dst.registry), dst.repository, blobs)
+        dst_ref = dst.digest or dst.tag
+        return await copy_image(
+            source,
+            src.reference,
+            destination,
+            dst_ref,
+            policy,
+            skip_unchanged=skip_unchanged,
+            on_blob=printer.blob,
+        )
+
+
+@main.command()
+@click.argument("image")
+@click.option("--raw", is_flag=True, help="Print the manifest (or index) bytes exactly.")
+@click.option("--config", "show_config", is_flag=True, help="Print the image config.")
+@click.option("-n", "--no-tags", is_flag=True, help="Do not list the repository's tags.")
+@authfile_flag
+@registry_flags("")
+@pass_values
+def inspect(values: dict[str, Any]) -> None:
+    """Show an image's manifest digest, platform, layers and config (like skopeo inspect)."""
+    ref = _docker(values["image"])
+    output = run(
+        _inspect(ref, registry_options("", values), values, global_flags().system_platform())
+    )
+    click.echo(output, nl=not values["raw"])
+
+
+async def _inspect(
+    ref: ImageReference, options: RegistryOptions, values: dict[str, Any], platform: Platform
+) -> str:
+    async with ClientPool(lambda host, role: options) as pool:
+        client = pool.source(ref.registry)
+        raw, media_type = await client.get_manifest(ref.repository, ref.reference)
+        if values["raw"]:
+            return raw.decode("utf-8", "replace")
+        top = parse_manifest(raw, media_type, ref.digest)
+        image = top
+        if top.is_index:
+            chosen = select_instance(top, platform)
+            image = parse_manifest(
+                *await client.get_manifest(ref.repository, chosen.digest), chosen.digest
+            )
+        config_desc = image.blobs[0] if image.blobs else None
+        config = await _read_config(client, ref.repository, config_desc)
+        if values["show_config"]:
+            return json.dumps(config, indent=4)
+        tags = [] if values["no_tags"] else await client.list_tags(ref.repository)
+        return json.dumps(_summary(ref, top.digest, image, config, tags), indent=4)
+
+
+async def _read_config(client: Any, repo: str, desc: Descriptor | None) -> dict[str, Any]:
+    if desc is None or desc.size > 4 * 1024 * 1024 or "json" not in desc.media_type:
+        return {}
+    chunks = []
+    async with client.open_blob(repo, desc.digest) as (_, body):
+        async for chunk in body:
+            chunks.append(chunk)
+    data = b"".join(chunks)
+    if compute_digest(data, desc.digest.split(":")[0]) != desc.digest:
+        raise InvalidReference(f"config blob {desc.digest} does not match its digest")
+    parsed = json.loads(data)
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _summary(
+    ref: ImageReference, digest: str, image: Any, config: dict[str, Any], tags: list[str]
+) -> dict[str, Any]:
+    cfg = config.get("config") or {}
+    layers = image.blobs[1:]
+    return {
+        "Name": ref.name,
+        "Digest": digest,
+        "RepoTags": tags,
+        "Created": config.get("created"),
+        "DockerVersion": config.get("docker_version", ""),
+        "Labels": cfg.get("Labels"),
+        "Architecture": config.get("architecture", ""),
+        "Os": config.get("os", ""),
+        "Variant": config.get("variant"),
+        "Layers": [layer.digest for layer in layers],
+        "LayersData": [
+            {
+                "MIMEType": d.media_type,
+                "Digest": d.digest,
+                "Size": d.size,
+                "Annotations": d.annotations or None,
+            }
+            for d in layers
+        ],
+        "Env": cfg.get("Env"),
+    }
+
+
+@main.command("list-tags")
+@click.argument("repository")
+@authfile_flag
+@registry_flags("")
+@pass_values
+def list_tags(values: dict[str, Any]) -> None:
+    """List a repository's tags: docker://REGISTRY/REPO."""
+    ref = _docker(values["repository"], None)
+    if ref.tag or ref.digest:
+        fail(f"{values['repository']}: list-tags takes a repository, without a tag or digest", 2)
+    options = registry_options("", values)
+
+    async def go() -> list[str]:
+        async with ClientPool(lambda host, role: options) as pool:
+            return await pool.source(ref.registry).list_tags(ref.repository)
+
+    tags = run(go())
+    click.echo(json.dumps({"Repository": ref.name, "Tags": tags}, indent=4))
+
+
+@main.command()
+@click.argument("image")
+@authfile_flag
+@registry_flags("")
+@pass_values
+def delete(values: dict[str, Any]) -> None:
+    """Delete an image (its manifest) from a registry: docker://REGISTRY/REPO:TAG|@DIGEST."""
+    ref = _docker(values["image"])
+    options = registry_options("", values)
+
+    async def go() -> str:
+        async with ClientPool(lambda host, role: options) as pool:
+            client = pool.destination(ref.registry)
+            digest = ref.digest
+            if digest is None:
+                head = await client.head_manifest(ref.repository, ref.reference)
+                if head is None:
+                    raise ManifestUnknown(f"{ref}: not found")
+                digest = head.digest
+            await client.delete_manifest(ref.repository, digest)
+            return digest
+
+    digest = run(go())
+    click.echo(f"Deleted {ref.name}@{digest}")
+
+
+@main.command("manifest-digest")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def manifest_digest(manifest: Path) -> None:
+    """Print the digest of a manifest file."""
+    click.echo(compute_digest(manifest.read_bytes()))
