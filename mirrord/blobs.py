@@ -22,12 +22,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from mirrord.errors import IntegrityError
+from mirrord.errors import IntegrityError, MirrordError
 from mirrord.manifests import Descriptor
 from mirrord.registry.client import RegistryClient, UploadSession
+from mirrord.retry import BackoffPolicy, retry_delay
 from mirrord.transports.base import BlobOutcome, ByteCounter, ImageSource
 
 INDEX_TTL = 24 * 3600.0
+BLOB_RETRY = BackoffPolicy(base=1.0, cap=30.0, attempts=3)
 
 
 class BlobIndex(Protocol):
@@ -166,9 +168,32 @@ class BlobService:
             await flight.wait()
         self._flights[key] = asyncio.Event()
         try:
-            return await self._place(client, repo, desc, source, counter)
+            return await self._place_with_retries(client, repo, desc, source, counter)
         finally:
             self._flights.pop(key).set()
+
+    async def _place_with_retries(
+        self,
+        client: RegistryClient,
+        repo: str,
+        desc: Descriptor,
+        source: ImageSource,
+        counter: ByteCounter,
+    ) -> BlobOutcome:
+        """A failed upload starts over with a fresh session; a corrupt read is re-fetched once."""
+        integrity_failures = 0
+        for attempt in range(1, BLOB_RETRY.attempts + 1):
+            try:
+                return await self._place(client, repo, desc, source, counter)
+            except IntegrityError:
+                integrity_failures += 1
+                if integrity_failures > 1:
+                    raise
+            except MirrordError as exc:
+                if not exc.transient or attempt == BLOB_RETRY.attempts:
+                    raise
+                await asyncio.sleep(retry_delay(exc, attempt, BLOB_RETRY))
+        raise AssertionError("unreachable")
 
     async def _place(
         self,
