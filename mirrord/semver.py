@@ -66,10 +66,10 @@ class Version:
         m = _VERSION_RE.fullmatch(text)
         if m is None or (m[4] and not _valid_prerelease(m[4])):
             return None
-        numbers = tuple(int(g or 0) for g in m.groups()[:3])
-        if max(numbers) > _UINT64_MAX:
+        major, minor, patch = (int(g or 0) for g in (m[1], m[2], m[3]))
+        if max(major, minor, patch) > _UINT64_MAX:
             return None
-        return cls.make(*numbers, m[4] or "")
+        return cls.make(major, minor, patch, m[4] or "")
 
     @classmethod
     def make(cls, major: int, minor: int, patch: int, prerelease: str = "") -> Version:
