@@ -84,7 +84,7 @@ LEASE_EXPIRED = "lease_expired"
 CANCELLED_BY_USER = "cancelled"
 
 
-def _columns(cls: type[Any], row: Mapping[str, Any]) -> dict[str, Any]:
+def _columns(cls: type[Any], row: Mapping[Any, Any]) -> dict[str, Any]:
     return {f.name: row[f.name] for f in fields(cls)}
 
 
@@ -146,7 +146,7 @@ class Job:
     duration: float | None
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Job:
+    def from_row(cls, row: Mapping[Any, Any]) -> Job:
         values = _columns(cls, row)
         values["kind"] = JobKind(row["kind"])
         values["state"] = JobState(row["state"])
@@ -174,6 +174,9 @@ class EnqueueResult:
     def enqueued(self) -> int:
         return len(self.job_ids)
 
+    def __repr__(self) -> str:
+        return f"<EnqueueResult enqueued={self.enqueued} duplicates={self.duplicates}>"
+
 
 @dataclass(frozen=True, slots=True)
 class RequeueResult:
@@ -185,6 +188,12 @@ class RequeueResult:
 
     def __bool__(self) -> bool:
         return bool(self.requeued or self.superseded or self.failed)
+
+    def __repr__(self) -> str:
+        return (
+            f"<RequeueResult requeued={len(self.requeued)} superseded={len(self.superseded)} "
+            f"failed={len(self.failed)}>"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +210,7 @@ class Run:
     jobs_cancelled: int
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Run:
+    def from_row(cls, row: Mapping[Any, Any]) -> Run:
         values = _columns(cls, row)
         values["trigger"] = RunTrigger(row["trigger"])
         values["status"] = RunStatus(row["status"])
@@ -275,7 +284,7 @@ class BlobLocation:
     fail_count: int = field(default=0)
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> BlobLocation:
+    def from_row(cls, row: Mapping[Any, Any]) -> BlobLocation:
         values = _columns(cls, row)
         values["state"] = BlobState(row["state"])
         values["source"] = BlobSource(row["source"])

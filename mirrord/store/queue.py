@@ -1,0 +1,26 @@
+"""The job queue: one class over the database, every verb async, every result a frozen record.
+
+    enqueue ──► queued ──claim──► running ──succeed──► succeeded
+                  ▲  │              │ │ │
+                  │  └──cancel──►   │ │ └──fail (no retry left)──► failed ──retry──┐
+                  │       cancelled ◄─┘ (superseded, cancelled)                      │
+                  └──── fail(retry_at) / requeue (drain) / reap (lease expired) ◄───┘
+
+At most one queued and one running job per key (partial unique indexes). A running job that
+goes back to the queue while a sibling with its key is already queued ends `cancelled` with
+reason `superseded` instead: the sibling will do the same work. The database enforces the
+states (CHECK), the one-per-key rule (indexes) and the legal transitions (a trigger).
+"""
+
+from __future__ import annotations
+
+from mirrord.store.jobs import RETRY_PRIORITY, JobVerbs
+from mirrord.store.runs import RunVerbs
+from mirrord.store.status import StatusVerbs
+
+
+class Queue(JobVerbs, RunVerbs, StatusVerbs):
+    """Job lifecycle (jobs.py), runs and retention (runs.py), read-only views (status.py)."""
+
+
+__all__ = ["RETRY_PRIORITY", "Queue"]

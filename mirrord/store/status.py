@@ -1,0 +1,161 @@
+"""Read-only views of the queue for the CLI, the status API and the metrics."""
+
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mirrord.store.db import Component
+from mirrord.store.models import has_state, jobs, runs
+from mirrord.store.records import ACTIVE_STATES, Job, JobState, RunStatus, SourceStatus
+
+J, R = jobs.c, runs.c
+
+
+class StatusVerbs(Component):
+    async def job(self, job_id: int) -> Job | None:
+        async def work(conn: AsyncConnection) -> Job | None:
+            row = (await conn.execute(select(jobs).where(J.id == job_id))).mappings().first()
+            return None if row is None else Job.from_row(row)
+
+        return await self._db.read(work, "reading a job")
+
+    async def jobs(
+        self, state: JobState | None = None, limit: int = 100, run_id: int | None = None
+    ) -> list[Job]:
+        """Jobs, newest first, optionally of one state and/or one run."""
+        statement = select(jobs).order_by(J.id.desc()).limit(limit)
+        if state is not None:
+            statement = statement.where(J.state == JobState(state).value)
+        if run_id is not None:
+            statement = statement.where(J.run_id == run_id)
+
+        async def work(conn: AsyncConnection) -> list[Job]:
+            return [Job.from_row(row) for row in (await conn.execute(statement)).mappings()]
+
+        return await self._db.read(work, "listing jobs")
+
+    async def counts_by_state(self) -> dict[JobState, int]:
+        """The number of jobs in each state (every state present, zeros included)."""
+        statement = select(J.state, func.count()).group_by(J.state)
+
+        async def work(conn: AsyncConnection) -> dict[JobState, int]:
+            counts = dict.fromkeys(JobState, 0)
+            for state, count in (await conn.execute(statement)).all():
+                counts[JobState(state)] = count
+            return counts
+
+        return await self._db.read(work, "counting jobs")
+
+    async def oldest_queued_age(self, now: float | None = None) -> float | None:
+        """Seconds the longest-waiting due job has been due; None when nothing is waiting."""
+        now = self._clock() if now is None else now
+        statement = select(func.min(J.due_at)).where(
+            has_state(J.state, JobState.QUEUED), J.due_at <= now
+        )
+
+        async def work(conn: AsyncConnection) -> float | None:
+            oldest = (await conn.execute(statement)).scalar_one_or_none()
+            return None if oldest is None else max(0.0, now - oldest)
+
+        return await self._db.read(work, "reading the queue age")
+
+    async def last_success_by_source(self) -> dict[str, float]:
+        """When a job of each source last succeeded."""
+        statement = (
+            select(J.source_name, func.max(J.finished_at))
+            .where(has_state(J.state, JobState.SUCCEEDED))
+            .group_by(J.source_name)
+        )
+
+        async def work(conn: AsyncConnection) -> dict[str, float]:
+            return dict((await conn.execute(statement)).all())
+
+        return await self._db.read(work, "reading the last successes")
+
+    async def source_status(self) -> list[SourceStatus]:
+        """Per source: the end of its last successful run, its last run, its pending jobs.
+
+        A run counts as a success for a source when none of that source's jobs in it failed,
+        so one broken source does not hide the health of the others."""
+        return await self._db.read(_source_status, "reading the source status")
+
+
+async def _source_status(conn: AsyncConnection) -> list[SourceStatus]:
+    pending: dict[str, int] = dict(
+        (
+            await conn.execute(
+                select(J.source_name, func.count())
+                .where(has_state(J.state, *ACTIVE_STATES))
+                .group_by(J.source_name)
+            )
+        ).all()
+    )
+    last_run: dict[str, int] = dict(
+        (
+            await conn.execute(
+                select(J.source_name, func.max(J.run_id))
+                .where(J.run_id.is_not(None))
+                .group_by(J.source_name)
+            )
+        ).all()
+    )
+    last_success = await _last_clean_run_end(conn)
+    run_status = await _source_run_status(conn, last_run)
+    names = sorted({*pending, *last_run})
+    return [
+        SourceStatus(
+            source_name=name,
+            last_success_at=last_success.get(name),
+            last_run_id=last_run.get(name),
+            last_run_status=run_status.get(name),
+            pending=pending.get(name, 0),
+        )
+        for name in names
+    ]
+
+
+def _failed_jobs() -> ColumnElement[int]:
+    return func.sum(case((has_state(J.state, JobState.FAILED), 1), else_=0))
+
+
+async def _last_clean_run_end(conn: AsyncConnection) -> dict[str, float]:
+    """Per source, the end of the newest finished run in which none of its jobs failed."""
+    per_run = (
+        select(J.source_name.label("source_name"), R.finished_at.label("finished_at"))
+        .join(runs, J.run_id == R.id)
+        .where(R.status != RunStatus.RUNNING.value)
+        .group_by(J.source_name, R.id, R.finished_at)
+        .having(_failed_jobs() == 0)
+        .subquery()
+    )
+    statement = select(per_run.c.source_name, func.max(per_run.c.finished_at)).group_by(
+        per_run.c.source_name
+    )
+    return dict((await conn.execute(statement)).all())
+
+
+async def _source_run_status(
+    conn: AsyncConnection, last_run: dict[str, int]
+) -> dict[str, RunStatus]:
+    """Each source's status in its last run: the run's, except that a finished run counts as
+    succeeded for a source none of whose jobs failed."""
+    if not last_run:
+        return {}
+    statement = (
+        select(J.source_name, J.run_id, R.status, _failed_jobs())
+        .join(runs, J.run_id == R.id)
+        .where(J.run_id.in_(set(last_run.values())))
+        .group_by(J.source_name, J.run_id, R.status)
+    )
+    result: dict[str, RunStatus] = {}
+    for name, run_id, status, failed in (await conn.execute(statement)).all():
+        if last_run.get(name) == run_id:
+            result[name] = _status_for_source(RunStatus(status), failed)
+    return result
+
+
+def _status_for_source(status: RunStatus, failed: int) -> RunStatus:
+    if status in (RunStatus.RUNNING, RunStatus.CANCELLED):
+        return status
+    return RunStatus.FAILED if failed else RunStatus.SUCCEEDED

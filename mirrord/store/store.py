@@ -1,0 +1,54 @@
+"""`Store`: the database of one mirrord, opened (and migrated) as an async context manager."""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+
+from mirrord.store import migrate
+from mirrord.store.blobs import BlobIndex
+from mirrord.store.db import Clock, Database, default_database_url
+from mirrord.store.queue import Queue
+from mirrord.store.tags import TagStates
+
+
+class Store:
+    """The queue, the blob-location index and the tag state of one database."""
+
+    def __init__(self, db: Database, clock: Clock = time.time) -> None:
+        self.db = db
+        self.queue = Queue(db, clock)
+        self.blobs = BlobIndex(db, clock)
+        self.tags = TagStates(db, clock)
+
+    @classmethod
+    async def open(
+        cls, url: str | None = None, *, clock: Clock = time.time, upgrade: bool = True
+    ) -> Store:
+        """Open the database at `url` (default: `default_database_url()`) and, unless told
+        otherwise, bring its schema up to date."""
+        db = Database(url or default_database_url())
+        try:
+            if upgrade:
+                await migrate.upgrade(db)
+        except BaseException:
+            await db.dispose()
+            raise
+        return cls(db, clock)
+
+    async def close(self) -> None:
+        await self.db.dispose()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<Store {self.db.url.render_as_string(hide_password=True)}>"
