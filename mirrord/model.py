@@ -105,13 +105,15 @@ class CopyRequest:
     """One planned copy: a source image (by tag or digest) to a destination tag or digest.
 
     `key` is the destination-centric dedup key of the job queue: at most one queued and one
-    running job per key.
+    running job per key. `immutable` says the configuration declares this tag never moves: a
+    destination that already has the tag needs no further check.
     """
 
     source: ImageReference
     destination: ImageReference
     platforms: PlatformPolicy = field(default_factory=PlatformPolicy.all)
     source_name: str = ""
+    immutable: bool = False
 
     @property
     def key(self) -> str:
@@ -123,6 +125,7 @@ class CopyRequest:
             "destination": str(self.destination),
             "platforms": self.platforms.to_json(),
             "source_name": self.source_name,
+            "immutable": self.immutable,
         }
 
     @classmethod
@@ -132,4 +135,5 @@ class CopyRequest:
             ImageReference.parse(data["destination"]),
             PlatformPolicy.from_json(data["platforms"]),
             data.get("source_name", ""),
+            bool(data.get("immutable", False)),
         )
