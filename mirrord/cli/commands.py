@@ -2,5 +2,6 @@
 
 from mirrord.cli import (
     auth,  # noqa: F401
+    db,  # noqa: F401
     images,  # noqa: F401
 )

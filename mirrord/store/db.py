@@ -127,12 +127,15 @@ def store_errors(action: str) -> Iterator[None]:
 class Database:
     """The engines of one database and its transaction helpers."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """`create=False` refuses to create a missing SQLite file (for read-only commands)."""
         self.url = parse_url(url)
         self.dialect = self.url.get_backend_name()
         self._write_lock = asyncio.Lock()
         if self.is_sqlite:
             path = sqlite_path(self.url)
+            if path is not None and not create and not path.exists():
+                raise StoreError(f"no database at {path}")
             if path is not None:
                 with store_errors("creating the database file"):
                     _prepare_sqlite_file(path)
