@@ -1,0 +1,121 @@
+"""The strict pydantic base model and the value types configuration files share."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainValidator
+from pydantic_core import PydanticCustomError
+
+from mirrord.errors import InvalidReference
+from mirrord.model import Platform, PlatformPolicy
+from mirrord.semver import Constraint, SemverError
+
+_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d))+|0")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Model(BaseModel):
+    """Frozen, and strict about keys: an unknown key is an error, not silently dropped."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        hide_input_in_errors=True,
+        arbitrary_types_allowed=True,
+    )
+
+
+def invalid(message: str) -> PydanticCustomError:
+    # The message goes in the context: a regex may contain `{` and `}`.
+    return PydanticCustomError("mirrord", "{reason}", {"reason": message})
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise invalid(f"expected {what} (a string)")
+    return value
+
+
+def compile_regex(value: Any) -> re.Pattern[str]:
+    text = _text(value, "a regular expression")
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise invalid(
+            f"invalid regular expression {text!r}: {exc.msg} at position {exc.pos}"
+        ) from None
+
+
+def parse_constraint(value: Any) -> Constraint:
+    text = _text(value, "a semver constraint")
+    try:
+        return Constraint.parse(text)
+    except SemverError as exc:
+        raise invalid(f"invalid semver constraint {text!r}: {exc}") from None
+
+
+def parse_duration(value: Any) -> timedelta:
+    """`90s`, `10m`, `1h30m`, `2d`, `500ms` (a bare number is refused: which unit?)."""
+    if isinstance(value, timedelta):
+        return value
+    text = _text(value, "a duration").strip()
+    if not _DURATION.fullmatch(text):
+        raise invalid(f"invalid duration {text[:40]!r}: expected e.g. 30s, 10m, 1h30m, 2d")
+    seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
+    return timedelta(seconds=seconds)
+
+
+def parse_platforms(value: Any) -> PlatformPolicy:
+    """`all`, `host` (skopeo's default: the host's platform only), or a list of os/arch[/v]."""
+    if isinstance(value, PlatformPolicy):
+        return value
+    if value == "all":
+        return PlatformPolicy.all()
+    if value == "host":
+        return PlatformPolicy.system()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise invalid("expected all, host, or a list of os/arch[/variant]")
+    try:
+        return PlatformPolicy.subset(tuple(Platform.parse(i) for i in items))
+    except InvalidReference as exc:
+        raise invalid(str(exc)) from None
+
+
+def parse_immutable(value: Any) -> bool | re.Pattern[str]:
+    """true (every tag), false, or a regex of the tags that never move."""
+    if isinstance(value, bool):
+        return value
+    return compile_regex(value)
+
+
+def _none_as_empty(value: Any) -> Any:
+    # `images:` with nothing after it is an empty mapping to skopeo (a nil Go map).
+    return {} if value is None else value
+
+
+class TLSChoice(StrEnum):
+    VERIFY = "verify"
+    INSECURE = "insecure"
+    PLAIN_HTTP = "plain-http"
+
+
+class Naming(StrEnum):
+    """How a source repository is named under the destination prefix."""
+
+    BASENAME = "basename"  # skopeo's default: the last path component
+    SCOPED = "scoped"  # skopeo --scoped: source registry + full path
+    PATH = "path"  # the full path without the registry (docker.io's library/ dropped)
+
+
+Regex = Annotated[re.Pattern[str], PlainValidator(compile_regex)]
+Semver = Annotated[Constraint, PlainValidator(parse_constraint)]
+Duration = Annotated[timedelta, PlainValidator(parse_duration)]
+Platforms = Annotated[PlatformPolicy, PlainValidator(parse_platforms)]
+ImmutableTags = Annotated[bool | re.Pattern[str], PlainValidator(parse_immutable)]
+EmptyIfNull = BeforeValidator(_none_as_empty)
