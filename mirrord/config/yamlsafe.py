@@ -162,8 +162,8 @@ def parse_yaml(text: str, name: str, path: Path | None = None) -> Document:
     return Document(name, data, lines, (*loader.refused, *builder.problems), path)
 
 
-def read_yaml(path: Path, name: str | None = None) -> Document:
-    """Read a YAML or JSON file (JSON is told by its `.json` suffix) of at most MAX_BYTES."""
+def read_text(path: Path, name: str | None = None) -> str:
+    """A UTF-8 text file of at most MAX_BYTES; ConfigError otherwise."""
     name = name or str(path)
     try:
         with path.open("rb") as handle:
@@ -173,9 +173,15 @@ def read_yaml(path: Path, name: str | None = None) -> Document:
     if len(raw) > MAX_BYTES:
         raise ConfigError(f"{name}: larger than {MAX_BYTES // 1024} KiB; refusing to read it")
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{name}: not UTF-8 text (byte {exc.start})") from None
+
+
+def read_yaml(path: Path, name: str | None = None) -> Document:
+    """Read a YAML or JSON file (JSON is told by its `.json` suffix) of at most MAX_BYTES."""
+    name = name or str(path)
+    text = read_text(path, name)
     if path.suffix.lower() == ".json":
         # Valid JSON never holds a raw tab inside a string, and YAML refuses tab indentation.
         text = text.replace("\t", " ")
