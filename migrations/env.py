@@ -2,8 +2,7 @@
 
 mirrord runs migrations inside its own write transaction (SQLite: `BEGIN IMMEDIATE`), passing
 the connection in `config.attributes["connection"]`, so a migration is applied entirely or not
-at all. On PostgreSQL a transaction-scoped advisory lock makes daemons that start together
-migrate one after the other.
+at all, after `lock_for_migration` (see mirrord/store/migrate.py).
 """
 
 from __future__ import annotations
@@ -11,12 +10,12 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mirrord.store.db import Database, default_database_url
+from mirrord.store.migrate import lock_for_migration
 from mirrord.store.models import metadata
-
-MIGRATION_LOCK_KEY = 0x6D6972726F7264  # "mirrord"
 
 
 def run_migrations(connection: Connection) -> None:
@@ -27,10 +26,6 @@ def run_migrations(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
-        if connection.dialect.name == "postgresql":
-            connection.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
-            )
         context.run_migrations()
 
 
@@ -39,9 +34,13 @@ def database_url() -> str:
 
 
 async def run_with_own_database(url: str) -> None:
+    async def work(conn: AsyncConnection) -> None:
+        await lock_for_migration(conn)
+        await conn.run_sync(run_migrations)
+
     db = Database(url)
     try:
-        await db.write(lambda conn: conn.run_sync(run_migrations), "applying migrations")
+        await db.write(work, "applying migrations")
     finally:
         await db.dispose()
 

@@ -4,6 +4,9 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-01-01
 
+Constraint names are wrapped in `op.f()`: they are final, and the models' naming convention
+(which Alembic applies to migrations too) must not prefix them a second time.
+
 Everything is spelled out here rather than imported from mirrord.store.models: a migration is
 a frozen record of the schema at one point, and tests check that the migrations still produce
 exactly the models.
@@ -84,12 +87,14 @@ def _create_runs() -> None:
         sa.Column("jobs_failed", sa.Integer(), nullable=False, server_default=sa.text("0")),
         sa.Column("jobs_cancelled", sa.Integer(), nullable=False, server_default=sa.text("0")),
         sa.CheckConstraint(
-            "trigger IN ('schedule', 'manual', 'once', 'cli')", name="ck_runs_trigger"
+            "trigger IN ('schedule', 'manual', 'once', 'cli')", name=op.f("ck_runs_trigger")
         ),
         sa.CheckConstraint(
-            "status IN ('running', 'succeeded', 'failed', 'cancelled')", name="ck_runs_status"
+            "status IN ('running', 'succeeded', 'failed', 'cancelled')", name=op.f("ck_runs_status")
         ),
-        sa.CheckConstraint("(status = 'running') = (finished_at IS NULL)", name="ck_runs_finished"),
+        sa.CheckConstraint(
+            "(status = 'running') = (finished_at IS NULL)", name=op.f("ck_runs_finished")
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_runs"),
     )
     op.create_index("ix_runs_status_finished_at", "runs", ["status", "finished_at"])
@@ -121,19 +126,20 @@ def _create_jobs() -> None:
         sa.Column("bytes_written", sa.BigInteger()),
         sa.Column("bytes_read", sa.BigInteger()),
         sa.Column("duration", sa.Double()),
-        sa.CheckConstraint("kind IN ('copy', 'list')", name="ck_jobs_kind"),
+        sa.CheckConstraint("kind IN ('copy', 'list')", name=op.f("ck_jobs_kind")),
         sa.CheckConstraint(
             "state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')",
-            name="ck_jobs_state",
+            name=op.f("ck_jobs_state"),
         ),
         sa.CheckConstraint(
             "state <> 'running' OR (worker IS NOT NULL AND lease_until IS NOT NULL)",
-            name="ck_jobs_lease",
+            name=op.f("ck_jobs_lease"),
         ),
         sa.CheckConstraint(
-            "(state IN ('queued', 'running')) = (finished_at IS NULL)", name="ck_jobs_finished"
+            "(state IN ('queued', 'running')) = (finished_at IS NULL)",
+            name=op.f("ck_jobs_finished"),
         ),
-        sa.CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="ck_jobs_attempts"),
+        sa.CheckConstraint("attempts >= 0 AND max_attempts >= 1", name=op.f("ck_jobs_attempts")),
         sa.ForeignKeyConstraint(
             ["run_id"], ["runs.id"], name="fk_jobs_run_id_runs", ondelete="SET NULL"
         ),
@@ -167,10 +173,10 @@ def _create_blob_locations() -> None:
         sa.Column("source", sa.Text(), nullable=False),
         sa.Column("verified_at", Time, nullable=False),
         sa.Column("fail_count", sa.Integer(), nullable=False, server_default=sa.text("0")),
-        sa.CheckConstraint("state IN (1, 2, 3)", name="ck_blob_locations_state"),
+        sa.CheckConstraint("state IN (1, 2, 3)", name=op.f("ck_blob_locations_state")),
         sa.CheckConstraint(
             "source IN ('head', 'upload', 'mount', 'manifest-put', 'src-get', 'tag-scan')",
-            name="ck_blob_locations_source",
+            name=op.f("ck_blob_locations_source"),
         ),
         sa.PrimaryKeyConstraint("registry", "repo", "digest", name="pk_blob_locations"),
         sqlite_with_rowid=False,

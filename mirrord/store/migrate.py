@@ -13,12 +13,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mirrord.errors import StoreError
 from mirrord.store.db import Database
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATION_LOCK_KEY = 0x6D6972726F7264  # "mirrord"
 
 
 def alembic_config() -> Config:
@@ -49,14 +51,35 @@ def _current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
+async def lock_for_migration(conn: AsyncConnection) -> None:
+    """Let one migrator at a time in, until its transaction ends.
+
+    Taken before entering Alembic, whose `context` is process-global: two migrations must never
+    be inside it at once, not even from two engines of one process. On SQLite the write
+    transaction's `BEGIN IMMEDIATE` already is that lock; PostgreSQL takes an advisory lock, so
+    daemons starting together migrate one after the other.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+
+
 async def upgrade(db: Database, revision: str = "head") -> None:
     """Apply migrations up to `revision` in one write transaction."""
     alembic_config()  # fail with a clear message before touching the database
-    await db.write(lambda conn: conn.run_sync(_upgrade, revision), "applying migrations")
+
+    async def work(conn: AsyncConnection) -> None:
+        await lock_for_migration(conn)
+        await conn.run_sync(_upgrade, revision)
+
+    await db.write(work, "applying migrations")
 
 
 async def downgrade(db: Database, revision: str) -> None:
-    await db.write(lambda conn: conn.run_sync(_downgrade, revision), "reverting migrations")
+    async def work(conn: AsyncConnection) -> None:
+        await lock_for_migration(conn)
+        await conn.run_sync(_downgrade, revision)
+
+    await db.write(work, "reverting migrations")
 
 
 async def current_revision(db: Database) -> str | None:
