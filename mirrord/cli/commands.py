@@ -2,6 +2,7 @@
 
 from mirrord.cli import (
     auth,  # noqa: F401
+    config_cmds,  # noqa: F401
     db,  # noqa: F401
     images,  # noqa: F401
 )

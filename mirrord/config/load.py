@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import glob
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -258,7 +258,7 @@ class Loader:
         single = len(paths) == 1 and not glob.has_magic(pattern)
         sources = []
         for path in paths:
-            ctx = self._named(item, path.stem, exact=single)
+            ctx = replace(self._named(item, path.stem, exact=single), base_dir=path.parent)
             doc = read_yaml(path, _display(path, self.base_dir))
             selections = load_skopeo_document(doc, ctx, self.registries, self.problems)
             sources.append(Source(ctx.name, "file", str(path), tuple(selections)))
