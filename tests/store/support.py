@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mirrord.store import JobKind, NewJob
+from mirrord.store import Job, JobKind, NewJob, Queue, Run
 
 T0 = 1_700_000_000.0
 
@@ -26,3 +26,17 @@ def copy_jobs(count: int, prefix: str = "reg.example/repo", source: str = "src")
     return [
         NewJob(JobKind.COPY, f"{prefix}:t{i}", {"n": i}, source_name=source) for i in range(count)
     ]
+
+
+async def get_job(queue: Queue, job_id: int) -> Job:
+    """The job, which must exist."""
+    job = await queue.job(job_id)
+    assert job is not None, f"no job {job_id}"
+    return job
+
+
+async def get_run(queue: Queue, run_id: int) -> Run:
+    """The run, which must exist."""
+    run = await queue.run(run_id)
+    assert run is not None, f"no run {run_id}"
+    return run
