@@ -25,6 +25,7 @@ from typing import Protocol
 from mirrord.errors import IntegrityError, MirrordError
 from mirrord.manifests import Descriptor
 from mirrord.registry.client import RegistryClient, UploadSession
+from mirrord.registry.events import NULL_OBSERVER, Observer
 from mirrord.retry import BackoffPolicy, retry_delay
 from mirrord.transports.base import BlobOutcome, ByteCounter, ImageSource
 
@@ -145,9 +146,12 @@ class VerifiedStream:
 class BlobService:
     """Shared by every job writing to registries: the index, the flights, the stream limit."""
 
-    def __init__(self, index: BlobIndex, streams: asyncio.Semaphore) -> None:
+    def __init__(
+        self, index: BlobIndex, streams: asyncio.Semaphore, observer: Observer = NULL_OBSERVER
+    ) -> None:
         self.index = index
         self.streams = streams
+        self.observer = observer
         self._flights: dict[tuple[str, str], asyncio.Event] = {}
 
     async def ensure(
@@ -249,9 +253,12 @@ class BlobService:
     ) -> None:
         async with self.streams, source.blob(desc) as chunks:
             stream = VerifiedStream(chunks, desc, counter)
+            self.observer.transfers_changed(+1)
             try:
                 await client.finish_upload(session, desc.digest, desc.size, stream.__aiter__())
             except Exception:
                 if stream.error is not None:
                     raise stream.error from None
                 raise
+            finally:
+                self.observer.transfers_changed(-1)

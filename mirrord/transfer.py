@@ -171,10 +171,17 @@ class ImageCopy:
         await gather_all(self._copy_blob(b) for b in unique.values())
 
     async def _copy_blob(self, desc: Descriptor) -> None:
-        if not desc.distributable:
-            outcome = BlobOutcome.SKIPPED_FOREIGN
-        else:
-            outcome = await self.destination.ensure_blob(desc, self.source, self._count)
+        try:
+            if not desc.distributable:
+                outcome = BlobOutcome.SKIPPED_FOREIGN
+            else:
+                outcome = await self.destination.ensure_blob(desc, self.source, self._count)
+        except Exception:
+            self._blob_done(desc, BlobOutcome.FAILED)
+            raise
+        self._blob_done(desc, outcome)
+
+    def _blob_done(self, desc: Descriptor, outcome: BlobOutcome) -> None:
         self.stats.blobs[outcome.value] += 1
         if self._on_blob is not None:
             self._on_blob(desc, outcome)

@@ -5,4 +5,5 @@ from mirrord.cli import (
     config_cmds,  # noqa: F401
     db,  # noqa: F401
     images,  # noqa: F401
+    sync,  # noqa: F401
 )

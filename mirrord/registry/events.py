@@ -1,4 +1,6 @@
-"""What the HTTP layer reports as it works. Metrics implement this; the default ignores it."""
+"""What the registry client and the transfer engine report as they work.
+
+Metrics implement this; the default ignores it."""
 
 from __future__ import annotations
 
@@ -21,6 +23,12 @@ class Observer:
 
     def ratelimit_remaining(self, registry: str, remaining: int) -> None:
         """A `ratelimit-remaining` header (Docker Hub) was seen."""
+
+    def blob_placed(self, outcome: str) -> None:
+        """A blob was decided: skipped_known, skipped_head, mounted, uploaded, ..., failed."""
+
+    def transfers_changed(self, delta: int) -> None:
+        """A blob stream started (+1) or ended (-1)."""
 
 
 NULL_OBSERVER = Observer()

@@ -77,12 +77,19 @@ def ssl_context(host: str, options: RegistryOptions) -> ssl.SSLContext | None:
     return _context(cert_dir_for(host, options), verify)
 
 
+_warned: set[tuple[str, TLSMode]] = set()
+
+
 def warn_if_insecure(host: str, options: RegistryOptions) -> None:
+    """Warn once per process and registry about a TLS mode weaker than `verify`."""
+    if options.tls is TLSMode.VERIFY or (host, options.tls) in _warned:
+        return
+    _warned.add((host, options.tls))
     if options.tls is TLSMode.SKOPEO_NO_VERIFY:
         log.warning(
             "registry %s: tls-verify=false: certificates are not verified and plain HTTP is "
             "allowed (skopeo's meaning); prefer `tls: insecure` or `tls: plain-http`",
             host,
         )
-    elif options.tls is not TLSMode.VERIFY:
+    else:
         log.warning("registry %s: TLS mode %s", host, options.tls.value)

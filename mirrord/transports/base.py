@@ -37,6 +37,7 @@ class BlobOutcome(StrEnum):
     MOUNTED = "mounted"  # cross-repository mount (or hard link for local layouts)
     UPLOADED = "uploaded"  # bytes streamed from the source
     SKIPPED_FOREIGN = "skipped_foreign"  # non-distributable layer, referenced but not copied
+    FAILED = "failed"  # could not be placed (the copy fails)
 
 
 # Called with the number of blob bytes that just moved.

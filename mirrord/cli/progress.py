@@ -1,0 +1,110 @@
+"""Progress for humans and CI: a live display in a terminal, plain periodic lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from mirrord.oneshot import OneShotResult
+from mirrord.registry.events import Observer
+from mirrord.store import Job, JobKind, JobState
+from mirrord.units import human_bytes
+from mirrord.worker import JobEvents, JobOutcome
+
+PLAIN_EVERY = 10.0
+
+
+class SyncProgress(Observer, JobEvents):
+    """Counts jobs and bytes as a sync runs and shows them."""
+
+    def __init__(self, quiet: bool = False, tty: bool | None = None) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.started_at = time.monotonic()
+        self.copied = self.skipped = self.errors = self.retrying = 0
+        self.bytes = 0
+        self._last_line = self.started_at
+        self._console = Console(stderr=True)
+        self._live: Live | None = None
+        if self.tty and not quiet:
+            self._live = Live(
+                self._render(), console=self._console, refresh_per_second=4, transient=True
+            )
+            self._live.start()
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def transferred(self, registry: str, direction: str, nbytes: int) -> None:
+        if direction == "write":
+            self.bytes += nbytes
+            self._tick()
+
+    def finished(self, job: Job, outcome: JobOutcome, duration: float) -> None:
+        if job.kind is not JobKind.COPY:
+            return
+        if outcome.outcome == "skipped":
+            self.skipped += 1
+        else:
+            self.copied += 1
+            self._say(
+                f"copied {job.payload.get('source')} -> {job.key} ({human_bytes(outcome.bytes_written)})"
+            )
+        self._tick()
+
+    def failed(
+        self, job: Job, error: BaseException, state: JobState | None, duration: float
+    ) -> None:
+        if state is JobState.QUEUED:
+            self.retrying += 1
+            self._say(f"retrying {job.key}: {error}")
+        else:
+            self.errors += 1
+            self._say(f"FAILED {job.key}: {error}", force=True)
+        self._tick()
+
+    # -- output --------------------------------------------------------------------------------
+
+    def _line(self) -> str:
+        elapsed = max(time.monotonic() - self.started_at, 1e-6)
+        return (
+            f"{self.copied} copied, {self.skipped} unchanged, {self.errors} failed"
+            f"{f', {self.retrying} retried' if self.retrying else ''}; "
+            f"{human_bytes(self.bytes)} written ({human_bytes(self.bytes / elapsed)}/s)"
+        )
+
+    def _render(self) -> Text:
+        return Text(f"syncing: {self._line()}", style="bold")
+
+    def _say(self, text: str, force: bool = False) -> None:
+        if self.quiet and not force:
+            return
+        if self._live is not None:
+            self._live.console.print(text, highlight=False)
+        else:
+            click.echo(text, err=True)
+
+    def _tick(self) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+            return
+        now = time.monotonic()
+        if not self.quiet and now - self._last_line >= PLAIN_EVERY:
+            self._last_line = now
+            click.echo(f"progress: {self._line()}", err=True)
+
+    def summary(self, result: OneShotResult) -> None:
+        if self._live is not None:
+            self._live.stop()
+        run = result.summary.run
+        elapsed = time.monotonic() - self.started_at
+        click.echo(
+            f"Run {run.id} {run.status.value}: {self._line()} in {elapsed:.1f}s",
+            err=True,
+        )
+        for job in result.summary.failed:
+            click.echo(f"  failed: {job.key}: {job.reason}: {job.error}", err=True)

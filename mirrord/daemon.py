@@ -1,0 +1,157 @@
+"""The daemon: wires the store, engine, scheduler, workers and HTTP endpoints; owns signals.
+
+Lifecycle:
+- start: load and validate the config, open the database (migrations applied), serve HTTP,
+  then run the named background tasks: scheduler, workers, heartbeat, reaper, metrics refresh.
+  One of them dying stops the daemon cleanly (they are supervised, not fire-and-forget).
+- SIGTERM/SIGINT: stop claiming, let running copies finish for up to `drain` seconds, hand the
+  rest back to the queue, exit 0.
+- SIGHUP: reload the config; an invalid new config is refused (logged), the old one kept.
+- SIGKILL: nothing to do here by design. Leases expire and the next start (or another daemon)
+  requeues the jobs; blobs already in the destination are found by the blob index and HEAD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from mirrord.config.daemon import MirrorConfig
+from mirrord.config.load import load_config
+from mirrord.engine import Engine, EngineLimits
+from mirrord.errors import MirrordError
+from mirrord.metrics import Metrics
+from mirrord.registry.options import RegistryOptions
+from mirrord.retry import BackoffPolicy
+from mirrord.runner import JobRunner
+from mirrord.scheduler import Scheduler
+from mirrord.store import Store
+from mirrord.web import WebState, make_app, serve
+from mirrord.worker import PoolSettings, WorkerPool
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DRAIN = 30.0
+
+
+def pool_settings(config: MirrorConfig) -> PoolSettings:
+    retry = config.retry
+    return PoolSettings(
+        size=config.limits.jobs,
+        job_timeout=config.limits.job_timeout.total_seconds(),
+        retry=BackoffPolicy(
+            base=retry.base.total_seconds(), cap=retry.max.total_seconds(), attempts=retry.attempts
+        ),
+    )
+
+
+class Daemon:
+    """One running mirrord. `await Daemon(path).run()` returns when it has stopped."""
+
+    def __init__(self, config_path: Path, drain: float = DEFAULT_DRAIN) -> None:
+        self.config_path = config_path
+        self.drain_seconds = drain
+        self.config = load_config(config_path)
+        self.metrics = Metrics()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def current_config(self) -> MirrorConfig:
+        return self.config
+
+    async def run(self) -> None:
+        async with await Store.open(self.config.database) as store:
+            engine = Engine(
+                store, self._options_for, EngineLimits(self.config.limits.blobs), self.metrics
+            )
+            runner = JobRunner(engine, self.current_config, self._wake)
+            pool = WorkerPool(store, runner, pool_settings(self.config), self.metrics)
+            self.pool, self.engine = pool, engine
+            self.scheduler = Scheduler(store, self.current_config, pool.wake)
+            web_runner = await self._serve(store)
+            try:
+                await self._supervise(store, pool)
+            finally:
+                await self._shutdown(pool, engine, web_runner)
+
+    def _options_for(self, host: str, role: str) -> RegistryOptions:
+        return self.config.registry_options(host)
+
+    def _wake(self) -> None:
+        self.pool.wake()
+
+    async def _serve(self, store: Store) -> web.AppRunner:
+        state = WebState(
+            store, self.metrics, lambda: self.scheduler.running, self.config.http_token
+        )
+        host, port = self.config.listen
+        runner = await serve(make_app(state), host, port)
+        log.info("serving /metrics, /healthz, /readyz and /api on %s:%d", host, port)
+        return runner
+
+    async def _supervise(self, store: Store, pool: WorkerPool) -> None:
+        self._install_signals()
+        self._spawn("scheduler", self.scheduler.run())
+        self._spawn("workers", pool.run())
+        self._spawn("heartbeat", pool.heartbeat())
+        self._spawn("reaper", pool.reaper())
+        self._spawn("metrics", self.metrics.keep_fresh(store))
+        self.metrics.scheduler_up.set(1)
+        log.info("mirrord started: %s", self.config.summary())
+        stop = asyncio.create_task(self._stop.wait(), name="stop")
+        done, _ = await asyncio.wait([stop, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stop and not task.cancelled() and task.exception() is not None:
+                log.error("background task %s died: %s", task.get_name(), task.exception())
+        stop.cancel()
+
+    def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    def stop(self) -> None:
+        log.info("stopping: draining running jobs (up to %.0fs)", self.drain_seconds)
+        self._stop.set()
+
+    def reload(self) -> None:
+        try:
+            new = load_config(self.config_path)
+        except MirrordError as exc:
+            problems = getattr(exc, "problems", (str(exc),))
+            log.error("reload refused, keeping the running config: %s", "; ".join(problems))
+            return
+        self.config = new
+        self.engine.reconfigure(self._options_for)
+        self.pool.settings = pool_settings(new)
+        self.scheduler.reschedule()
+        self.pool.wake()
+        log.info("configuration reloaded: %s", new.summary())
+
+    async def _shutdown(self, pool: WorkerPool, engine: Engine, runner: web.AppRunner) -> None:
+        self.scheduler.running = False
+        self.metrics.scheduler_up.set(0)
+        pool.stop_claiming()
+        tasks = {task.get_name(): task for task in self._tasks}
+        tasks["scheduler"].cancel()
+        # Let a claim in progress finish, so no job is left running without a worker.
+        await asyncio.wait([tasks["workers"]], timeout=10)
+        handed_back = await pool.drain(self.drain_seconds)
+        if handed_back:
+            log.info("handed %d unfinished job(s) back to the queue", handed_back)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await runner.cleanup()
+        await engine.close()
+        log.info("mirrord stopped")

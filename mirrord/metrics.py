@@ -1,0 +1,213 @@
+"""Prometheus metrics: mirrord's own registry, `mirrord_` names, units in names, bounded labels.
+
+Labels are registry hosts, method classes, outcomes, reasons and source names: never URLs,
+userinfo, tags or digests. Gauges that come from the database (jobs by state, queue age, per
+source status) are refreshed by a background task, so a scrape never waits on SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from mirrord import __version__
+from mirrord.errors import IntegrityError
+from mirrord.registry.events import Observer
+from mirrord.store import Job as StoredJob
+from mirrord.store import JobState, Store
+from mirrord.worker import JobEvents, JobOutcome, reason_of
+
+log = logging.getLogger(__name__)
+
+DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+class Metrics(Observer, JobEvents):
+    """Every metric mirrord exports, and the hooks that move them."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.build_info = Gauge(
+            "mirrord_build_info", "Version of mirrord.", ["version"], registry=r
+        )
+        self.build_info.labels(__version__).set(1)
+        self.jobs = Gauge("mirrord_jobs", "Jobs by state.", ["state"], registry=r)
+        self.jobs_finished = Counter(
+            "mirrord_jobs_finished_total",
+            "Jobs finished, by kind, outcome and reason.",
+            ["kind", "outcome", "reason"],
+            registry=r,
+        )
+        self.job_duration = Histogram(
+            "mirrord_job_duration_seconds",
+            "Time to run one job.",
+            ["kind"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.tags = Counter(
+            "mirrord_tags_total",
+            "Tags processed: copied or skipped (unchanged).",
+            ["result"],
+            registry=r,
+        )
+        self.blobs = Counter(
+            "mirrord_blobs_total",
+            "Blob decisions: skipped_known, skipped_head, mounted, uploaded, skipped_foreign, failed.",
+            ["outcome"],
+            registry=r,
+        )
+        self.bytes_read = Counter(
+            "mirrord_source_read_bytes_total",
+            "Blob bytes read from source registries.",
+            ["registry"],
+            registry=r,
+        )
+        self.bytes_written = Counter(
+            "mirrord_destination_written_bytes_total",
+            "Blob bytes written to destinations.",
+            ["registry"],
+            registry=r,
+        )
+        self.requests = Counter(
+            "mirrord_registry_requests_total",
+            "HTTP requests to registries.",
+            ["registry", "method", "status"],
+            registry=r,
+        )
+        self.rate_limits = Counter(
+            "mirrord_registry_rate_limited_total",
+            "429 answers from registries.",
+            ["registry"],
+            registry=r,
+        )
+        self.backoff = Gauge(
+            "mirrord_registry_backoff_seconds",
+            "Retry-After pause currently imposed on requests to a registry.",
+            ["registry"],
+            registry=r,
+        )
+        self.ratelimit_gauge = Gauge(
+            "mirrord_registry_ratelimit_remaining",
+            "Last ratelimit-remaining header seen (Docker Hub pull quota).",
+            ["registry"],
+            registry=r,
+        )
+        self.digest_mismatches = Counter(
+            "mirrord_digest_mismatches_total",
+            "Content that did not match its digest or size.",
+            registry=r,
+        )
+        self.queue_depth = Gauge("mirrord_queue_depth", "Jobs waiting in the queue.", registry=r)
+        self.queue_oldest = Gauge(
+            "mirrord_queue_oldest_age_seconds",
+            "Age of the oldest queued job (0 if none).",
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "mirrord_transfers_in_flight", "Blob streams moving bytes right now.", registry=r
+        )
+        self.source_last_success = Gauge(
+            "mirrord_source_last_success_timestamp_seconds",
+            "When the last run that fully succeeded for a source ended (unix time).",
+            ["source"],
+            registry=r,
+        )
+        self.source_last_status = Gauge(
+            "mirrord_source_last_run_status",
+            "1 for the status of a source's latest run (running, succeeded, failed, cancelled).",
+            ["source", "status"],
+            registry=r,
+        )
+        self.source_pending = Gauge(
+            "mirrord_source_pending_jobs",
+            "Queued and running jobs of a source.",
+            ["source"],
+            registry=r,
+        )
+        self.scheduler_up = Gauge(
+            "mirrord_scheduler_running", "1 while the scheduler task runs.", registry=r
+        )
+        self._backoff_until: dict[str, float] = {}
+
+    def render(self) -> bytes:
+        self._refresh_backoff()
+        return generate_latest(self.registry)
+
+    # -- registry observer ---------------------------------------------------------------------
+
+    def request(self, registry: str, method_class: str, status: int) -> None:
+        self.requests.labels(registry, method_class, str(status)).inc()
+
+    def transferred(self, registry: str, direction: str, nbytes: int) -> None:
+        counter = self.bytes_read if direction == "read" else self.bytes_written
+        counter.labels(registry).inc(nbytes)
+
+    def rate_limited(self, registry: str, retry_after: float | None) -> None:
+        self.rate_limits.labels(registry).inc()
+        if retry_after:
+            self._backoff_until[registry] = max(
+                self._backoff_until.get(registry, 0.0), time.monotonic() + retry_after
+            )
+
+    def ratelimit_remaining(self, registry: str, remaining: int) -> None:
+        self.ratelimit_gauge.labels(registry).set(remaining)
+
+    def blob_placed(self, outcome: str) -> None:
+        self.blobs.labels(outcome).inc()
+
+    def transfers_changed(self, delta: int) -> None:
+        self.in_flight.inc(delta)
+
+    def _refresh_backoff(self) -> None:
+        now = time.monotonic()
+        for registry, until in self._backoff_until.items():
+            self.backoff.labels(registry).set(max(0.0, until - now))
+
+    # -- job events ----------------------------------------------------------------------------
+
+    def finished(self, job: StoredJob, outcome: JobOutcome, duration: float) -> None:
+        self.jobs_finished.labels(job.kind.value, outcome.outcome, "").inc()
+        self.job_duration.labels(job.kind.value).observe(duration)
+        if job.kind.value == "copy":
+            self.tags.labels(outcome.outcome).inc()
+
+    def failed(
+        self, job: StoredJob, error: BaseException, state: JobState | None, duration: float
+    ) -> None:
+        outcome = state.value if state is not None else "lost"
+        self.jobs_finished.labels(job.kind.value, outcome, reason_of(error)).inc()
+        self.job_duration.labels(job.kind.value).observe(duration)
+        if isinstance(error, IntegrityError):
+            self.digest_mismatches.inc()
+
+    # -- gauges from the database --------------------------------------------------------------
+
+    async def refresh_from(self, store: Store) -> None:
+        counts = await store.queue.counts_by_state()
+        for state in JobState:
+            self.jobs.labels(state.value).set(counts.get(state, 0))
+        self.queue_depth.set(counts.get(JobState.QUEUED, 0))
+        self.queue_oldest.set(await store.queue.oldest_queued_age() or 0.0)
+        for source in await store.queue.source_status():
+            name = source.source_name or "-"
+            if source.last_success_at is not None:
+                self.source_last_success.labels(name).set(source.last_success_at)
+            self.source_pending.labels(name).set(source.pending)
+            if source.last_run_status is not None:
+                for status in ("running", "succeeded", "failed", "cancelled"):
+                    value = 1 if source.last_run_status.value == status else 0
+                    self.source_last_status.labels(name, status).set(value)
+
+    async def keep_fresh(self, store: Store, every: float = 5.0) -> None:
+        """Refresh the database gauges forever (run as a background task)."""
+        while True:
+            try:
+                await self.refresh_from(store)
+            except Exception as exc:  # a failed refresh must not stop the daemon
+                log.warning("metrics refresh failed: %s", exc)
+            await asyncio.sleep(every)

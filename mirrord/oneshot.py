@@ -1,0 +1,105 @@
+"""One-shot sync (`mirrord sync --once`, skopeo-style `mirrord sync`): one run, then exit.
+
+The same store, engine and worker pool as the daemon: plan the configuration into one run,
+run every job of it to completion (retries included), and return the run's summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from mirrord.config.daemon import MirrorConfig
+from mirrord.daemon import pool_settings
+from mirrord.engine import Engine, EngineLimits
+from mirrord.registry.events import Observer
+from mirrord.runner import JobRunner
+from mirrord.scheduler import enqueue_run
+from mirrord.store import Job, JobState, RunStatus, RunSummary, RunTrigger, Store
+from mirrord.transports.docker import OptionsFor
+from mirrord.worker import JobEvents, JobOutcome, WorkerPool
+
+POLL = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class OneShotResult:
+    summary: RunSummary
+    jobs: tuple[Job, ...]  # every job of the run, for reports
+
+    @property
+    def ok(self) -> bool:
+        return self.summary.run.status is RunStatus.SUCCEEDED
+
+
+class _Events(JobEvents):
+    """Fans job events out to metrics and a progress display."""
+
+    def __init__(self, *targets: JobEvents) -> None:
+        self.targets = targets
+
+    def started(self, job: Job) -> None:
+        for t in self.targets:
+            t.started(job)
+
+    def finished(self, job: Job, outcome: JobOutcome, duration: float) -> None:
+        for t in self.targets:
+            t.finished(job, outcome, duration)
+
+    def failed(
+        self, job: Job, error: BaseException, state: JobState | None, duration: float
+    ) -> None:
+        for t in self.targets:
+            t.failed(job, error, state, duration)
+
+
+@contextlib.asynccontextmanager
+async def background(*coros: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run `coros` as tasks for the duration of the block, then cancel them."""
+    tasks = [asyncio.create_task(c) for c in coros]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def sync_once(
+    config: MirrorConfig,
+    store: Store,
+    options_for: OptionsFor,
+    observer: Observer | None = None,
+    events: tuple[JobEvents, ...] = (),
+) -> OneShotResult:
+    """Plan `config` into one run and run it to the end."""
+    engine = Engine(store, options_for, EngineLimits(config.limits.blobs), observer or Observer())
+    pool: WorkerPool | None = None
+    try:
+        pool = WorkerPool(
+            store,
+            JobRunner(engine, lambda: config, lambda: pool.wake() if pool else None),
+            pool_settings(config),
+            _Events(*events),
+        )
+        run_id = await enqueue_run(store, config, RunTrigger.ONCE)
+        async with background(pool.run(), pool.heartbeat(), pool.reaper()):
+            await _wait_for_run(store, run_id)
+            await pool.drain(0)
+    finally:
+        await engine.close()
+    summary = await store.queue.run_summary(run_id)
+    assert summary is not None
+    jobs = await store.queue.jobs(run_id=run_id, limit=1_000_000)
+    return OneShotResult(summary, tuple(reversed(jobs)))
+
+
+async def _wait_for_run(store: Store, run_id: int) -> None:
+    while True:
+        run = await store.queue.run(run_id)
+        if run is None or run.status is not RunStatus.RUNNING:
+            return
+        await asyncio.sleep(POLL)
