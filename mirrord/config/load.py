@@ -122,22 +122,41 @@ class Loader:
         self.problems.add(self.doc, path, message)
 
     def _spec(self) -> DaemonSpec | None:
-        if not isinstance(self.doc.data, dict):
+        data = self.doc.data
+        if not isinstance(data, dict):
             self.problem((), "expected a mapping with destination and sources")
             return None
-        spec = validate(self.doc, self.doc.data, DaemonSpec, self.problems)
-        return spec if isinstance(spec, DaemonSpec) else None
+        try:
+            return DaemonSpec.model_validate(data)
+        except ValidationError as exc:
+            self.problems.add_validation(self.doc, exc, DaemonSpec)
+            return self._partial_spec(data, exc)
+
+    def _partial_spec(self, data: dict[str, Any], error: ValidationError) -> DaemonSpec | None:
+        """The spec without its invalid parts, so the source files get checked too."""
+        locs = [e["loc"] for e in error.errors()]
+        bad = {loc[0] for loc in locs if loc}
+        if "destination" in bad:
+            return None
+        bad_sources = {loc[1] for loc in locs if len(loc) > 1 and loc[0] == "sources"}
+        cleaned = {k: v for k, v in data.items() if k not in bad or k == "sources"}
+        if isinstance(data.get("sources"), list):
+            cleaned["sources"] = [s for i, s in enumerate(data["sources"]) if i not in bad_sources]
+        try:
+            return DaemonSpec.model_validate(cleaned)
+        except ValidationError:
+            return None
 
     # -- destination and registries ------------------------------------------------------------
 
     def _destination(self, spec: DestinationSpec) -> Destination | None:
+        if spec.naming is not None and spec.scoped and spec.naming is not Naming.SCOPED:
+            self.problem(("destination", "naming"), "scoped: true contradicts this naming")
         try:
             destination = Destination.make(normalize_registry(spec.registry), spec.prefix)
         except InvalidReference as exc:
             self.problem(("destination",), str(exc))
             return None
-        if spec.naming is not None and spec.scoped and spec.naming is not Naming.SCOPED:
-            self.problem(("destination", "naming"), "scoped: true contradicts this naming")
         self._add_registry(destination.registry, ("destination",), spec)
         return destination
 
