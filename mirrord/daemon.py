@@ -33,7 +33,7 @@ from mirrord.runner import JobRunner
 from mirrord.scheduler import Scheduler
 from mirrord.store import Store
 from mirrord.web import WebState, make_app, serve
-from mirrord.worker import PoolSettings, WorkerPool
+from mirrord.worker import FanOut, JobLog, PoolSettings, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ class Daemon:
                 store, self._options_for, EngineLimits(self.config.limits.blobs), self.metrics
             )
             runner = JobRunner(engine, self.current_config, self._wake)
-            pool = WorkerPool(store, runner, pool_settings(self.config), self.metrics)
+            events = FanOut(JobLog(), self.metrics)
+            pool = WorkerPool(store, runner, pool_settings(self.config), events)
             self.pool, self.engine = pool, engine
             self.scheduler = Scheduler(store, self.current_config, pool.wake)
             web_runner = await self._serve(store)

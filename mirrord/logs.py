@@ -47,4 +47,5 @@ def setup_logging(level: str = "warning", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    for noisy in ("aiohttp", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

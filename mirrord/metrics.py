@@ -11,7 +11,14 @@ import asyncio
 import logging
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from mirrord import __version__
 from mirrord.errors import IntegrityError
@@ -21,6 +28,8 @@ from mirrord.store import JobState, Store
 from mirrord.worker import JobEvents, JobOutcome, reason_of
 
 log = logging.getLogger(__name__)
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # the `_created` series only add noise to every counter
 
 DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 

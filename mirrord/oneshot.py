@@ -18,9 +18,9 @@ from mirrord.engine import Engine, EngineLimits
 from mirrord.registry.events import Observer
 from mirrord.runner import JobRunner
 from mirrord.scheduler import enqueue_run
-from mirrord.store import Job, JobState, RunStatus, RunSummary, RunTrigger, Store
+from mirrord.store import Job, RunStatus, RunSummary, RunTrigger, Store
 from mirrord.transports.docker import OptionsFor
-from mirrord.worker import JobEvents, JobOutcome, WorkerPool
+from mirrord.worker import FanOut, JobEvents, JobLog, WorkerPool
 
 POLL = 0.2
 
@@ -33,27 +33,6 @@ class OneShotResult:
     @property
     def ok(self) -> bool:
         return self.summary.run.status is RunStatus.SUCCEEDED
-
-
-class _Events(JobEvents):
-    """Fans job events out to metrics and a progress display."""
-
-    def __init__(self, *targets: JobEvents) -> None:
-        self.targets = targets
-
-    def started(self, job: Job) -> None:
-        for t in self.targets:
-            t.started(job)
-
-    def finished(self, job: Job, outcome: JobOutcome, duration: float) -> None:
-        for t in self.targets:
-            t.finished(job, outcome, duration)
-
-    def failed(
-        self, job: Job, error: BaseException, state: JobState | None, duration: float
-    ) -> None:
-        for t in self.targets:
-            t.failed(job, error, state, duration)
 
 
 @contextlib.asynccontextmanager
@@ -83,7 +62,7 @@ async def sync_once(
             store,
             JobRunner(engine, lambda: config, lambda: pool.wake() if pool else None),
             pool_settings(config),
-            _Events(*events),
+            FanOut(JobLog(), *events),
         )
         run_id = await enqueue_run(store, config, RunTrigger.ONCE)
         async with background(pool.run(), pool.heartbeat(), pool.reaper()):

@@ -55,6 +55,76 @@ class JobEvents:
     ) -> None: ...
 
 
+class FanOut(JobEvents):
+    """Sends every event to several listeners (metrics, logs, a progress display)."""
+
+    def __init__(self, *targets: JobEvents) -> None:
+        self.targets = targets
+
+    def started(self, job: Job) -> None:
+        for target in self.targets:
+            target.started(job)
+
+    def finished(self, job: Job, outcome: JobOutcome, duration: float) -> None:
+        for target in self.targets:
+            target.finished(job, outcome, duration)
+
+    def failed(
+        self, job: Job, error: BaseException, state: JobState | None, duration: float
+    ) -> None:
+        for target in self.targets:
+            target.failed(job, error, state, duration)
+
+
+class JobLog(JobEvents):
+    """One log line per job outcome, with its key facts as structured fields."""
+
+    def finished(self, job: Job, outcome: JobOutcome, duration: float) -> None:
+        log.info(
+            "job %d %s %s: %s",
+            job.id,
+            job.kind.value,
+            job.key,
+            outcome.outcome,
+            extra={
+                "job": job.id,
+                "kind": job.kind.value,
+                "key": job.key,
+                "outcome": outcome.outcome,
+                "digest": outcome.digest,
+                "bytes": outcome.bytes_written,
+                "duration": round(duration, 3),
+                "attempt": job.attempts,
+                "source": job.source_name,
+            },
+        )
+
+    def failed(
+        self, job: Job, error: BaseException, state: JobState | None, duration: float
+    ) -> None:
+        level = logging.WARNING if state is JobState.QUEUED else logging.ERROR
+        then = "will retry" if state is JobState.QUEUED else (state.value if state else "lost")
+        log.log(
+            level,
+            "job %d %s %s: %s (%s)",
+            job.id,
+            job.kind.value,
+            job.key,
+            _message(error),
+            then,
+            extra={
+                "job": job.id,
+                "kind": job.kind.value,
+                "key": job.key,
+                "reason": reason_of(error),
+                "state": then,
+                "duration": round(duration, 3),
+                "attempt": job.attempts,
+                "source": job.source_name,
+            },
+        )
+
+
 @dataclass(slots=True)
 class PoolSettings:
     size: int = 8

@@ -5,5 +5,6 @@ from mirrord.cli import (
     config_cmds,  # noqa: F401
     db,  # noqa: F401
     images,  # noqa: F401
+    ops,  # noqa: F401
     sync,  # noqa: F401
 )
