@@ -14,7 +14,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
@@ -24,12 +24,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from mirrord.store import Store
-from tests.store.support import FakeClock
+from tests.store.support import FIGURES, FakeClock, OpenStore
 
 BACKENDS = ("sqlite", "postgresql")
 PG_USER = "postgres"  # as root, the cluster runs as this unprivileged user
-
-OpenStore = Callable[[], Awaitable[Store]]
 
 
 @dataclass(frozen=True)
@@ -184,3 +182,10 @@ async def open_store(database_url: str, clock: FakeClock) -> AsyncIterator[OpenS
 async def store(open_store: OpenStore) -> Store:
     """The test's store, migrated, on a fake clock."""
     return await open_store()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("store figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from mirrord.store import Job, JobKind, NewJob, Queue, Run
+from collections.abc import Awaitable, Callable
+
+from mirrord.store import Job, JobKind, NewJob, Queue, Run, Store
 
 T0 = 1_700_000_000.0
+FIGURES: list[str] = []  # measurements, printed in the test summary by conftest.py
+
+OpenStore = Callable[[], Awaitable[Store]]
+
+
+def record_figure(line: str) -> None:
+    """A measurement to report (figures are printed, never asserted: machines are noisy)."""
+    FIGURES.append(line)
 
 
 class FakeClock:
