@@ -7,6 +7,7 @@ import asyncio
 import base64
 import gzip
 import hashlib
+import re
 import tarfile
 import time
 import tracemalloc
@@ -241,8 +242,10 @@ def test_tls_client_registry_requires_a_client_certificate(
 
 def test_registry_start_failure_reports_the_registry_log(pki: Pki, tmp_path: Path) -> None:
     server = RegistryServer(tmp_path / "broken", "tls", pki=pki)
-    (pki.directory / "registry-broken.key").unlink()
-    with pytest.raises(RegistryUnavailable, match=r"(?s)did not start.*registry-broken\.key"):
+    assert server.server_cert is not None
+    server.server_cert.key.unlink()
+    key_name = re.escape(server.server_cert.key.name)
+    with pytest.raises(RegistryUnavailable, match=rf"(?s)did not start.*{key_name}"):
         server.start()
     assert not server.running
 

@@ -54,6 +54,7 @@ CHUNK = 64 * 1024
 HOP_BY_HOP = frozenset(
     {
         "connection",
+        "expect",  # aiohttp's client would not wait for the 100 Continue it asks for
         "keep-alive",
         "proxy-authenticate",
         "proxy-authorization",

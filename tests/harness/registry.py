@@ -96,7 +96,8 @@ class RegistryServer:
         self.creds: Credentials | None = None
         self.cert_dir: Path | None = None
         self.client_cert: CertFiles | None = None
-        self._server_cert: CertFiles | None = None
+        self.server_cert: CertFiles | None = None
+        self._secret = secrets.token_hex(16)  # stable across restarts: upload URLs stay valid
         self._htpasswd: Path | None = None
         self._prepare()
 
@@ -231,11 +232,11 @@ class RegistryServer:
             self.creds = Credentials(server.username, server.password)
         if self.tls:
             assert self._pki is not None
-            name = self.workdir.name
-            self._server_cert = self._pki.server_cert(f"registry-{name}")
+            name = self.service  # unique, unlike workdir names across pools
+            self.server_cert = self._pki.server_cert(f"server-{name}")
             if self.variant == "tls-client":
                 self.client_cert = self._pki.client_cert(f"client-{name}")
-            self.cert_dir = self._pki.certs_d(f"registry-{name}", client=self.client_cert)
+            self.cert_dir = self._pki.certs_d(name, client=self.client_cert)
 
     def _write_config(self) -> None:
         config = registry_config(
@@ -243,7 +244,8 @@ class RegistryServer:
             storage_dir=self.storage_dir,
             htpasswd=self._htpasswd,
             token=self._token_config(),
-            server_cert=self._server_cert,
+            secret=self._secret,
+            server_cert=self.server_cert,
             client_ca=self._pki.ca_cert if self.variant == "tls-client" and self._pki else None,
         )
         # JSON is YAML, so no YAML writer is needed.
@@ -302,13 +304,14 @@ def registry_config(
     *,
     addr: str,
     storage_dir: Path,
+    secret: str,
     htpasswd: Path | None = None,
     token: dict[str, str] | None = None,
     server_cert: CertFiles | None = None,
     client_ca: Path | None = None,
 ) -> dict[str, Any]:
     """The Distribution 2.8 configuration for one test registry."""
-    http_section: dict[str, Any] = {"addr": addr, "secret": secrets.token_hex(16)}
+    http_section: dict[str, Any] = {"addr": addr, "secret": secret}
     if server_cert is not None:
         tls: dict[str, Any] = {"certificate": str(server_cert.cert), "key": str(server_cert.key)}
         if client_ca is not None:
