@@ -112,16 +112,21 @@ def _retryable(exc: DBAPIError) -> bool:
     return getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES
 
 
+def store_error(action: str, exc: SQLAlchemyError | OSError) -> StoreError:
+    """The StoreError for a database or driver error: one line, naming what we were doing."""
+    if isinstance(exc, OSError):
+        return StoreError(f"database I/O error while {action}: {exc}")
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    return StoreError(f"database error while {action}: {detail}")
+
+
 @contextmanager
 def store_errors(action: str) -> Iterator[None]:
     """Map database and driver errors to StoreError (the one boundary)."""
     try:
         yield
-    except SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        raise StoreError(f"database error while {action}: {detail}") from exc
-    except OSError as exc:
-        raise StoreError(f"database I/O error while {action}: {exc}") from exc
+    except (SQLAlchemyError, OSError) as exc:
+        raise store_error(action, exc) from exc
 
 
 class Database:
@@ -163,19 +168,18 @@ class Database:
 
     async def write(self, work: Callable[[AsyncConnection], Awaitable[T]], action: str) -> T:
         """Run `work` in one write transaction; retry it on a transient conflict."""
-        for attempt in range(_RETRIES):
+        attempt = 0
+        while True:
             try:
                 async with self._serialized(), self.write_engine.begin() as conn:
                     return await work(conn)
             except DBAPIError as exc:
-                if not _retryable(exc) or attempt == _RETRIES - 1:
-                    with store_errors(action):
-                        raise
-            except SQLAlchemyError:
-                with store_errors(action):
-                    raise
-            await asyncio.sleep(0.01 * (attempt + 1))
-        raise AssertionError("unreachable")
+                attempt += 1
+                if not _retryable(exc) or attempt == _RETRIES:
+                    raise store_error(action, exc) from exc
+            except (SQLAlchemyError, OSError) as exc:
+                raise store_error(action, exc) from exc
+            await asyncio.sleep(0.01 * attempt)
 
     async def read(self, work: Callable[[AsyncConnection], Awaitable[T]], action: str) -> T:
         """Run `work` in one read transaction (one consistent snapshot)."""

@@ -1,0 +1,134 @@
+"""Engines and transactions: SQLite mechanics, atomic writes, one error type."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mirrord.errors import StoreError
+from mirrord.store import JobState, Store
+from mirrord.store.db import Database
+from mirrord.store.models import runs
+from tests.store.support import copy_jobs
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'a' / 'b' / 'mirrord.db'}")
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_sqlite_directories_and_file_are_private(sqlite_store: Store, tmp_path: Path) -> None:
+    for path in (tmp_path / "a", tmp_path / "a" / "b"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "a" / "b" / "mirrord.db").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("engine", ["read", "write"])
+async def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(
+    sqlite_store: Store, engine: str
+) -> None:
+    pragmas = ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+
+    async def work(conn: AsyncConnection) -> list[object]:
+        return [(await conn.exec_driver_sql(f"PRAGMA {p}")).scalar() for p in pragmas]
+
+    run = sqlite_store.db.read if engine == "read" else sqlite_store.db.write
+    assert await run(work, "reading pragmas") == ["wal", 1, 30000, 1]  # 1: NORMAL
+
+
+async def test_sqlite_write_transactions_take_the_write_lock_at_begin(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def idle_writer(conn: AsyncConnection) -> None:
+        inside.set()
+        await release.wait()  # has not written anything yet
+
+    writer = asyncio.create_task(sqlite_store.db.write(idle_writer, "holding the lock"))
+    await inside.wait()
+    other = sqlite3.connect(tmp_path / "a" / "b" / "mirrord.db", timeout=0)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+    finally:
+        other.close()
+        release.set()
+        await writer
+
+
+async def test_sqlite_readers_keep_their_snapshot_and_never_block_writers(
+    sqlite_store: Store,
+) -> None:
+    q = sqlite_store.queue
+    await q.enqueue(copy_jobs(1))
+    first_read, written = asyncio.Event(), asyncio.Event()
+
+    async def reader(conn: AsyncConnection) -> tuple[int, int]:
+        count = select(text("count(*)")).select_from(text("jobs"))
+        before = (await conn.execute(count)).scalar_one()
+        first_read.set()
+        await written.wait()
+        return before, (await conn.execute(count)).scalar_one()
+
+    reading = asyncio.create_task(sqlite_store.db.read(reader, "reading"))
+    await first_read.wait()
+    await asyncio.wait_for(q.enqueue(copy_jobs(2, "more")), timeout=5)
+    written.set()
+    assert await reading == (1, 1)
+    assert sum((await q.counts_by_state()).values()) == 3
+
+
+async def test_an_in_memory_sqlite_database_works() -> None:
+    store = await Store.open("sqlite+aiosqlite://")
+    try:
+        await store.queue.enqueue(copy_jobs(2))
+        assert len(await store.queue.claim("w", limit=5)) == 2
+        assert (await store.queue.counts_by_state())[JobState.RUNNING] == 2
+    finally:
+        await store.close()
+
+
+async def test_a_failed_write_leaves_nothing_behind(store: Store) -> None:
+    async def half_done(conn: AsyncConnection) -> None:
+        await conn.execute(insert(runs).values(trigger="cli", status="running", started_at=1.0))
+        await conn.execute(insert(runs).values(trigger="bogus", status="running", started_at=1.0))
+
+    with pytest.raises(StoreError, match="while testing"):
+        await store.db.write(half_done, "testing")
+    assert await store.queue.runs() == []
+
+
+async def test_database_errors_become_one_line_store_errors(store: Store) -> None:
+    async def broken(conn: AsyncConnection) -> None:
+        await conn.execute(text("SELECT * FROM no_such_table"))
+
+    with pytest.raises(StoreError) as caught:
+        await store.db.read(broken, "reading nonsense")
+    assert "no_such_table" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert caught.value.transient
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://db/mirrord", "sqlite:///plain-driver.db", "postgresql://x/y", "::"]
+)
+def test_unsupported_database_urls_are_refused(url: str) -> None:
+    with pytest.raises(StoreError):
+        Database(url)
+
+
+async def test_an_unreachable_postgresql_is_a_store_error() -> None:
+    with pytest.raises(StoreError):
+        await Store.open("postgresql+asyncpg://nobody@127.0.0.1:1/mirrord")
