@@ -261,10 +261,14 @@ class MirrorConfig:
         selections = self.selections
         repos = len({s.source for s in selections})
         listed = sum(s.needs_listing for s in selections)
-        names = len(self.sources)
+        registries = len({s.source.registry for s in selections})
         return (
-            f"{names} source{'s' if names != 1 else ''}, {repos} repositor"
-            f"{'y' if repos == 1 else 'ies'} ({listed} listed by tag), "
-            f"{len(self.registries)} registr{'y' if len(self.registries) == 1 else 'ies'} "
-            f"-> {self.destination}"
+            f"{_count(len(self.sources), 'source')}, {_count(repos, 'repository')} "
+            f"({listed} listed by tag) from {_count(registries, 'registry')} -> {self.destination}"
         )
+
+
+def _count(n: int, noun: str) -> str:
+    if n == 1:
+        return f"1 {noun}"
+    return f"{n} {noun[:-1]}ies" if noun.endswith("y") else f"{n} {noun}s"

@@ -134,14 +134,11 @@ class Loader:
 
     def _partial_spec(self, data: dict[str, Any], error: ValidationError) -> DaemonSpec | None:
         """The spec without its invalid parts, so the source files get checked too."""
-        locs = [e["loc"] for e in error.errors()]
-        bad = {loc[0] for loc in locs if loc}
-        if "destination" in bad:
+        cleaned = dict(data)
+        for loc in (e["loc"] for e in error.errors()):
+            _drop(cleaned, loc)
+        if "destination" not in cleaned:
             return None
-        bad_sources = {loc[1] for loc in locs if len(loc) > 1 and loc[0] == "sources"}
-        cleaned = {k: v for k, v in data.items() if k not in bad or k == "sources"}
-        if isinstance(data.get("sources"), list):
-            cleaned["sources"] = [s for i, s in enumerate(data["sources"]) if i not in bad_sources]
         try:
             return DaemonSpec.model_validate(cleaned)
         except ValidationError:
@@ -302,6 +299,20 @@ class Loader:
         ctx = self._named(item, path.stem)
         selections = load_list_file(path, registry, ctx, self.problems, self.base_dir)
         return Source(ctx.name, "list", str(path), tuple(selections))
+
+
+def _drop(data: dict[str, Any], loc: tuple[str | int, ...]) -> None:
+    """Drop what an error points at: one source or registry entry, else the whole key."""
+    if not loc or loc[0] not in data:
+        return
+    key, container = loc[0], data[loc[0]]
+    if len(loc) > 1 and key == "sources" and isinstance(container, list):
+        # A placeholder keeps the indices, and so the lines, of the other entries.
+        data[key] = [s if i != loc[1] else {"inline": {}} for i, s in enumerate(container)]
+    elif len(loc) > 1 and key == "registries" and isinstance(container, dict):
+        data[key] = {h: r for h, r in container.items() if h != loc[1]}
+    else:
+        del data[key]
 
 
 def _rest(ctx: SourceContext) -> tuple[Any, ...]:

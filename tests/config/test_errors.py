@@ -100,7 +100,7 @@ def test_wrong_types(tmp_path: Path) -> None:
         '2: "quay.io".tls-verify: Input should be a valid boolean, unable to interpret input',
         '4: "quay.io".images."coreos/etcd": Input should be a valid list',
         '6: "quay.io".mirrord.keep-latest: Input should be greater than 0',
-        '7: "quay.io".mirrord.platforms: invalid platform \'linux\': expected os/arch[/variant]',
+        "7: \"quay.io\".mirrord.platforms: invalid platform 'linux': expected os/arch[/variant]",
     ]
 
 
@@ -114,9 +114,9 @@ def test_bad_regex_and_constraint_name_registry_repo_and_key(tmp_path: Path) -> 
         "    alpine: '>= three'\n"
         "  mirrord: {exclude: '(rc'}\n",
     ) == [
-        "3: \"registry.example.com\".images-by-tag-regex.nginx: invalid regular expression "
+        '3: "registry.example.com".images-by-tag-regex.nginx: invalid regular expression '
         "'^1\\\\.13\\\\.[12': unterminated character set at position 8",
-        "5: \"registry.example.com\".images-by-semver.alpine: invalid semver constraint "
+        '5: "registry.example.com".images-by-semver.alpine: invalid semver constraint '
         "'>= three': improper constraint '>= three'",
         "6: \"registry.example.com\".mirrord.exclude: invalid regular expression '(rc': "
         "missing ), unterminated subpattern at position 0",
@@ -132,7 +132,7 @@ def test_repository_keys_are_names(tmp_path: Path) -> None:
         "    Busybox: []\n"
         "    redis: ['sha256:111111', 'with space', '1.0']\n",
     ) == [
-        "3: \"docker.io\".images.\"busybox:1.0\": 'busybox:1.0' names a reference, not a "
+        '3: "docker.io".images."busybox:1.0": \'busybox:1.0\' names a reference, not a '
         "repository (put tags in the list)",
         "4: \"docker.io\".images.Busybox: invalid repository name 'library/Busybox' in "
         "'docker.io/Busybox' (lowercase letters, digits and . _ - separators only)",
@@ -183,7 +183,11 @@ def test_a_registry_configured_twice_differently(tmp_path: Path) -> None:
     write(tmp_path, "a.yaml", "quay.io:\n  tls-verify: true\n  images: {coreos/etcd: [v1]}\n")
     write(tmp_path, "b.yaml", "quay.io:\n  tls-verify: false\n  images: {coreos/flannel: [v1]}\n")
     write(tmp_path, "c.yaml", "quay.io:\n  images: {coreos/dex: [v1]}\n")  # silent: agrees
-    path = write(tmp_path, "mirrord.yaml", "destination: {registry: m.example.com}\nsources: [{file: '*.yaml'}]\n")
+    path = write(
+        tmp_path,
+        "mirrord.yaml",
+        "destination: {registry: m.example.com}\nsources: [{file: '*.yaml'}]\n",
+    )
     path.rename(tmp_path / "mirrord.conf")
     with pytest.raises(ConfigError) as err:
         load_config(tmp_path / "mirrord.conf")
@@ -243,6 +247,9 @@ def test_daemon_values(tmp_path: Path) -> None:
         "2: listen: expected HOST:PORT (e.g. 127.0.0.1:9464), got 'localhost'",
         "3: log.format: Input should be 'json' or 'text'",
         "3: log.level: Input should be 'debug', 'info', 'warning' or 'error'",
+        "4: destination.naming: scoped: true contradicts this naming",
+        "4: destination: destination registry 'mirror' is not a host name: it needs a '.', "
+        "a ':port', or to be 'localhost'",
         "5: schedule.cron: invalid cron expression '0 2 * *' (e.g. '0 2 * * *')",
         "6: limits.jobs: Input should be greater than 0",
         "6: limits.job-timeout: invalid duration '10': expected e.g. 30s, 10m, 1h30m, 2d",
@@ -296,7 +303,7 @@ def test_repos_extension_must_name_selected_repos(tmp_path: Path) -> None:
         "    repos:\n"
         "      coreos/etdc: {destination: etcd}\n",
     ) == [
-        "5: \"quay.io\".mirrord.repos.\"coreos/etdc\": repo 'coreos/etdc' is not selected in any "
+        '5: "quay.io".mirrord.repos."coreos/etdc": repo \'coreos/etdc\' is not selected in any '
         "images section"
     ]
 
@@ -331,10 +338,14 @@ def test_secrets_never_reach_messages_logs_or_reprs(
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, "mirrord.yaml", bad))
     assert len(err.value.problems) == 3
-    good = bad.replace("pasword", "username2").split("registries:")[0] + "sources: [{file: sync.yml}]\n"
+    good = (
+        bad.replace("pasword", "username2").split("registries:")[0]
+        + "sources: [{file: sync.yml}]\n"
+    )
     config = load_config(write(tmp_path, "good.yaml", good))
     options = config.registry_options("m.example.com")
-    assert options.credentials is not None and options.credentials.password is not None
+    assert options.credentials is not None
+    assert options.credentials.password is not None
     assert options.credentials.password.reveal() == CANARY
     seen = [str(err.value), *err.value.problems, caplog.text, repr(config), repr(options)]
     seen += [repr(config.registry_options("quay.io")), repr(config.spec)]

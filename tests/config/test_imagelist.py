@@ -26,7 +26,9 @@ def sync_sh(text: str, source: str, target: str) -> list[tuple[str, str]]:
 def config_for(tmp_path: Path, source: str = "") -> Path:
     shutil.copy(LIST, tmp_path / "images-list.txt")
     path = tmp_path / "mirrord.yaml"
-    path.write_text(f"destination: {{registry: 'localhost:5000'}}\nsources:\n  - {{list: images-list.txt{source}}}\n")
+    path.write_text(
+        f"destination: {{registry: 'localhost:5000'}}\nsources:\n  - {{list: images-list.txt{source}}}\n"
+    )
     return path
 
 
@@ -38,7 +40,9 @@ def test_the_fixture_is_a_realistic_list() -> None:
 
 def test_plans_what_sync_sh_copies_plus_the_additions(tmp_path: Path) -> None:
     config = load_config(config_for(tmp_path))
-    planned = [(str(r.source), str(r.destination)) for r in plan_listed(config.selections, {}).requests]
+    planned = [
+        (str(r.source), str(r.destination)) for r in plan_listed(config.selections, {}).requests
+    ]
     expected = sync_sh(LIST.read_text(), "docker.io", "localhost:5000")
     assert len(expected) == 143  # "Progress: 143/143" in the seed's run
     additions = [
@@ -62,15 +66,24 @@ def test_kubesphere_and_library_images(tmp_path: Path) -> None:
     config = load_config(config_for(tmp_path))
     targets = {str(s.source): str(s.target) for s in config.selections}
     assert targets["docker.io/library/alpine"] == "localhost:5000/alpine"
-    assert targets["docker.io/kubesphere/kube-apiserver"] == "localhost:5000/kubesphere/kube-apiserver"
-    apiserver = next(s for s in config.selections if s.source.repository == "kubesphere/kube-apiserver")
+    assert (
+        targets["docker.io/kubesphere/kube-apiserver"] == "localhost:5000/kubesphere/kube-apiserver"
+    )
+    apiserver = next(
+        s for s in config.selections if s.source.repository == "kubesphere/kube-apiserver"
+    )
     assert apiserver.tags == ("v1.17.9", "v1.18.8", "v1.19.8", "v1.19.9", "v1.20.6")
 
 
 def test_another_source_registry_and_naming(tmp_path: Path) -> None:
-    config = load_config(config_for(tmp_path, ", registry: registry.cn-beijing.aliyuncs.com, naming: basename"))
+    config = load_config(
+        config_for(tmp_path, ", registry: registry.cn-beijing.aliyuncs.com, naming: basename")
+    )
     by_source = {str(s.source): str(s.target) for s in config.selections}
-    assert by_source["registry.cn-beijing.aliyuncs.com/kubesphere/ks-console"] == "localhost:5000/ks-console"
+    assert (
+        by_source["registry.cn-beijing.aliyuncs.com/kubesphere/ks-console"]
+        == "localhost:5000/ks-console"
+    )
     assert by_source["quay.io/coreos/etcd"] == "localhost:5000/etcd"
 
 
@@ -79,14 +92,22 @@ def test_another_source_registry_and_naming(tmp_path: Path) -> None:
     [
         ("busybox", "'busybox' needs a :tag or an @sha256:digest"),
         ("busybox:1 nginx:1", "'busybox:1 nginx:1': one image per line"),
-        ("Busybox:1", "invalid repository name 'library/Busybox' in 'docker.io/Busybox:1' "
-         "(lowercase letters, digits and . _ - separators only)"),
-        ("busybox@sha256:123", "invalid digest in 'docker.io/busybox@sha256:123': expected "
-         "sha256:<64 hex> or sha512:<128 hex>"),
+        (
+            "Busybox:1",
+            "invalid repository name 'library/Busybox' in 'docker.io/Busybox:1' "
+            "(lowercase letters, digits and . _ - separators only)",
+        ),
+        (
+            "busybox@sha256:123",
+            "invalid digest in 'docker.io/busybox@sha256:123': expected "
+            "sha256:<64 hex> or sha512:<128 hex>",
+        ),
     ],
 )
 def test_line_problems(line: str, problem: str) -> None:
-    parsed = parse_image_list(f"# header\n\nalpine:3.14\n{line}   # trailing comment\n", "docker.io")
+    parsed = parse_image_list(
+        f"# header\n\nalpine:3.14\n{line}   # trailing comment\n", "docker.io"
+    )
     assert parsed.problems == ((4, problem),)
     assert [str(e.image) for e in parsed.entries] == ["docker.io/library/alpine:3.14"]
 

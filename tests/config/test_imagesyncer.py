@@ -30,7 +30,10 @@ def expected_copies() -> list[tuple[str, str]]:
         (f"{src}/kube-rbac-proxy@{DIGEST}", f"{dst}/kube-rbac-proxy@{DIGEST}"),
         (f"{src}/kube-rbac-proxy:v1.1", f"{dst}/kube-rbac-proxy1:v1.1"),
         (f"{src}/kube-rbac-proxy:v1.1", f"{dst}/kube-rbac-proxy2:v1.1"),
-        *((f"{src}/flannel:{t}", f"{dst}/flannel:{t}") for t in ("v0.13.0", "v0.13.0-amd64", "v0.14.1")),
+        *(
+            (f"{src}/flannel:{t}", f"{dst}/flannel:{t}")
+            for t in ("v0.13.0", "v0.13.0-amd64", "v0.14.1")
+        ),
         ("docker.io/library/nginx:1.25", f"{dst}/nginx:1.25"),
         ("docker.io/library/nginx:1.26", f"{dst}/nginx:1.26"),
     )
@@ -62,12 +65,17 @@ def test_credentials(tmp_path: Path) -> None:
     config = load_image_syncer(SYNCER / "images.yaml", SYNCER / "auth.yaml")
     quay = config.registry_options("quay.io").credentials
     hub = config.registry_options("docker.io").credentials
-    assert quay is not None and quay.password is not None
+    assert quay is not None
+    assert quay.password is not None
     assert (quay.username, quay.password.reveal()) == ("ruohe", "from-the-environment")
-    assert hub is not None and hub.password is not None
+    assert hub is not None
+    assert hub.password is not None
     assert hub.password.reveal() == "plain-inline-password"
     data = convert_files(SYNCER / "images.yaml", SYNCER / "auth.yaml")
-    assert data["destination"]["credentials"] == {"username": "ruohe", "password-env": "QUAY_PASSWORD"}
+    assert data["destination"]["credentials"] == {
+        "username": "ruohe",
+        "password-env": "QUAY_PASSWORD",
+    }
     assert holds_secrets(data)
 
 
@@ -85,14 +93,29 @@ async def test_one_config_file_in_json() -> None:
 @pytest.mark.parametrize(
     ("images", "problem"),
     [
-        ("a.io/x:1: a.io/y:2\n", "1: \"a.io/x:1\": 'a.io/y:2' renames tags 1: mirrord keeps tag names"),
-        ("a.io/x:1,2: a.io/y:2,1\n", "1: \"a.io/x:1,2\": 'a.io/y:2,1' renames tags 1, 2: mirrord keeps tag names"),
-        ("a.io/x: a.io/y:latest\n", "1: \"a.io/x\": 'a.io/y:latest' renames tags (all): mirrord keeps tag names"),
-        ("a.io/x:/(/: a.io/y\n", "1: \"a.io/x:/(/\": invalid tag regex '(': missing ), unterminated subpattern"),
+        (
+            "a.io/x:1: a.io/y:2\n",
+            "1: \"a.io/x:1\": 'a.io/y:2' renames tags 1: mirrord keeps tag names",
+        ),
+        (
+            "a.io/x:1,2: a.io/y:2,1\n",
+            "1: \"a.io/x:1,2\": 'a.io/y:2,1' renames tags 1, 2: mirrord keeps tag names",
+        ),
+        (
+            "a.io/x: a.io/y:latest\n",
+            "1: \"a.io/x\": 'a.io/y:latest' renames tags (all): mirrord keeps tag names",
+        ),
+        (
+            "a.io/x:/(/: a.io/y\n",
+            "1: \"a.io/x:/(/\": invalid tag regex '(': missing ), unterminated subpattern",
+        ),
         ("a.io/x:1,-bad: a.io/y\n", "1: \"a.io/x:1,-bad\": invalid tag '-bad' in 'a.io/x:1,-bad'"),
-        ("a.io/x:1: [a.io/y, b.io/y]\n", "1: destinations are on several registries (a.io, b.io): "
-         "mirrord mirrors into one; split the file"),
-        ("a.io/x:1: {a: b}\n", "1: \"a.io/x:1\": expected a destination reference or a list of them"),
+        (
+            "a.io/x:1: [a.io/y, b.io/y]\n",
+            "1: destinations are on several registries (a.io, b.io): "
+            "mirrord mirrors into one; split the file",
+        ),
+        ("a.io/x:1: {a: b}\n", '1: "a.io/x:1": expected a destination reference or a list of them'),
     ],
 )
 def test_what_cannot_be_converted(tmp_path: Path, images: str, problem: str) -> None:

@@ -104,7 +104,9 @@ def test_copies_name_tags_digests_and_pins() -> None:
     assert {r.source_name for r in requests} == {"s"}
 
 
-def test_a_suffix_that_makes_a_listed_tag_too_long_skips_it(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_suffix_that_makes_a_listed_tag_too_long_skips_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     long_tag = "t" * 127
     requests = copies_for(selection(all_tags=True, suffix="-mirror"), [long_tag, "1"])
     assert [r.destination.tag for r in requests] == ["1-mirror"]
@@ -133,7 +135,11 @@ def test_two_sources_for_one_destination_is_a_conflict(caplog: pytest.LogCapture
 
 def test_order_is_deterministic() -> None:
     selections = [
-        RepoSelection(ImageReference("r.example.com", f"ns/app{i}"), ImageReference("m.example.com", f"app{i}"), all_tags=True)
+        RepoSelection(
+            ImageReference("r.example.com", f"ns/app{i}"),
+            ImageReference("m.example.com", f"app{i}"),
+            all_tags=True,
+        )
         for i in range(20)
     ]
     listings = {s.source: [f"{n}.0" for n in range(10)] for s in selections}
@@ -154,7 +160,9 @@ def test_merge_prefers_the_first_in_sorted_order() -> None:
 async def test_listing_is_bounded_and_once_per_repository() -> None:
     repos = [ImageReference("registry.example.com", f"r{i}") for i in range(12)]
     registries = FakeRegistries({r.name: ["1"] for r in repos}, delay=0.01)
-    result = await list_repositories([*repos, *repos], registries, Config().registry_options, limit=3)
+    result = await list_repositories(
+        [*repos, *repos], registries, Config().registry_options, limit=3
+    )
     assert registries.peak == 3
     assert len(registries.calls) == 12
     assert all(v == ["1"] for v in result.values())
@@ -162,9 +170,13 @@ async def test_listing_is_bounded_and_once_per_repository() -> None:
 
 
 async def test_listing_failures_are_values() -> None:
-    missing = RepoSelection(ImageReference("registry.example.com", "gone"), DST, all_tags=True, tags=("keep",))
+    missing = RepoSelection(
+        ImageReference("registry.example.com", "gone"), DST, all_tags=True, tags=("keep",)
+    )
     denied_repo = ImageReference("registry.example.com", "secret")
-    denied = RepoSelection(denied_repo, ImageReference("mirror.example.com", "secret"), all_tags=True)
+    denied = RepoSelection(
+        denied_repo, ImageReference("mirror.example.com", "secret"), all_tags=True
+    )
     fine = selection(all_tags=True)
     registries = FakeRegistries({SRC.name: ["1"]}, failures={denied_repo.name: Denied("denied")})
     result = await plan(Config(missing, denied, fine), registries)

@@ -135,7 +135,10 @@ async def test_every_key(every_key: Path) -> None:
         (f"{src}/postgres:16", f"{dst}/postgres:16"),
         (f"{src}/nginx:1.13.1-alpine-perl", f"{dst}/nginx:1.13.1-alpine-perl"),
         (f"{src}/nginx:1.13.2-alpine-perl", f"{dst}/nginx:1.13.2-alpine-perl"),
-        *((f"{src}/haproxy:{t}", f"{dst}/haproxy:{t}") for t in ("2.0-alpine", "2.0-alpine3.12", "alpine")),
+        *(
+            (f"{src}/haproxy:{t}", f"{dst}/haproxy:{t}")
+            for t in ("2.0-alpine", "2.0-alpine3.12", "alpine")
+        ),
         *((f"{src}/alpine:{t}", f"{dst}/alpine:{t}") for t in ALPINE_SEMVER),
         ("quay.io/coreos/etcd:latest", f"{dst}/etcd:latest"),
         ("docker.io/library/busybox:1.36", f"{dst}/busybox:1.36"),
@@ -148,7 +151,8 @@ def test_every_key_registry_options(every_key: Path) -> None:
     config = skopeo_sync_config("mirror.example.com/m", file=every_key)
     quay = config.registry_options("quay.io")
     assert quay.tls is TLSMode.SKOPEO_NO_VERIFY
-    assert quay.credentials is not None and quay.credentials.identity_token is not None
+    assert quay.credentials is not None
+    assert quay.credentials.identity_token is not None
     assert quay.credentials.identity_token.reveal() == "an oauth2 refresh token"
     assert quay.credentials.password is None
     hub = config.registry_options("docker.io")
@@ -160,17 +164,28 @@ def test_every_key_registry_options(every_key: Path) -> None:
 
 async def test_scoped(every_key: Path) -> None:
     config = skopeo_sync_config("mirror.example.com/m", file=every_key, scoped=True)
-    planned = dict((s, d) for s, d in await copies(config, FakeRegistries(CONTENTS)))
-    assert planned["docker.io/library/busybox:1.36"] == "mirror.example.com/m/docker.io/library/busybox:1.36"
-    assert planned["quay.io/coreos/etcd:latest"] == "mirror.example.com/m/quay.io/coreos/etcd:latest"
+    planned = dict(await copies(config, FakeRegistries(CONTENTS)))
+    assert (
+        planned["docker.io/library/busybox:1.36"]
+        == "mirror.example.com/m/docker.io/library/busybox:1.36"
+    )
+    assert (
+        planned["quay.io/coreos/etcd:latest"] == "mirror.example.com/m/quay.io/coreos/etcd:latest"
+    )
     assert planned[f"registry.example.com/redis@{DIGEST}"] == (
         f"mirror.example.com/m/registry.example.com/redis@{DIGEST}"
     )
 
 
-async def test_append_suffix(doc_example: Path, tmp_path: Path) -> None:
-    no_digest = tmp_path / "no-digest.yml"
-    no_digest.write_text(doc_example.read_text().replace(f'- "{DIGEST}"', ""))
+@pytest.fixture
+def doc_example_without_digest(doc_example: Path) -> Path:
+    path = doc_example.with_name("no-digest.yml")
+    path.write_text(doc_example.read_text().replace(f'- "{DIGEST}"', ""))
+    return path
+
+
+async def test_append_suffix(doc_example_without_digest: Path) -> None:
+    no_digest = doc_example_without_digest
     config = skopeo_sync_config("my-registry.local.lan", file=no_digest, append_suffix="-mirror")
     planned = await copies(config, FakeRegistries(CONTENTS))
     assert ("registry.example.com/redis:1.0", "my-registry.local.lan/redis:1.0-mirror") in planned
@@ -183,7 +198,7 @@ def test_append_suffix_on_a_digest_is_refused(doc_example: Path) -> None:
         skopeo_sync_config("my-registry.local.lan", file=doc_example, append_suffix="-mirror")
     (problem,) = err.value.problems
     assert problem == (
-        f"{doc_example}:8: \"registry.example.com\".images.redis[2]: "
+        f'{doc_example}:8: "registry.example.com".images.redis[2]: '
         "append-suffix cannot apply to a digest (skopeo fails the whole sync here)"
     )
 
@@ -191,7 +206,9 @@ def test_append_suffix_on_a_digest_is_refused(doc_example: Path) -> None:
 async def test_platforms_follow_skopeo_flags(doc_example: Path) -> None:
     host = skopeo_sync_config("my-registry.local.lan", file=doc_example)
     assert {s.platforms.mode for s in host.selections} == {PlatformMode.SYSTEM}
-    every = skopeo_sync_config("my-registry.local.lan", file=doc_example, platforms=PlatformPolicy.all())
+    every = skopeo_sync_config(
+        "my-registry.local.lan", file=doc_example, platforms=PlatformPolicy.all()
+    )
     result = await plan(every, FakeRegistries(CONTENTS))
     assert {r.platforms for r in result.requests} == {PlatformPolicy.all()}
     arm = PlatformPolicy.system(Platform("linux", "arm64", "v8"))
@@ -247,7 +264,9 @@ async def test_documented_docker_source_examples(
 async def test_docker_source_with_a_tag() -> None:
     config = skopeo_sync_config("hub.k8s.li", reference="k8s.gcr.io/pause:3.3")
     registries = FakeRegistries({})
-    assert await copies(config, registries) == pairs(("k8s.gcr.io/pause:3.3", "hub.k8s.li/pause:3.3"))
+    assert await copies(config, registries) == pairs(
+        ("k8s.gcr.io/pause:3.3", "hub.k8s.li/pause:3.3")
+    )
     assert registries.calls == []
 
 

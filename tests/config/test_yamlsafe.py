@@ -16,7 +16,9 @@ def messages(text: str) -> list[tuple[int, str]]:
 
 def test_scalars_keep_their_text_as_skopeo_sees_it() -> None:
     doc = parse_yaml("tags: [1.10, 010, 1.0, 2021-07-11, yes, 'true', true, ~, null, '']\n", "t")
-    assert doc.data == {"tags": ["1.10", "010", "1.0", "2021-07-11", "yes", "true", True, None, None, ""]}
+    assert doc.data == {
+        "tags": ["1.10", "010", "1.0", "2021-07-11", "yes", "true", True, None, None, ""]
+    }
 
 
 def test_lines_of_keys_and_items() -> None:
