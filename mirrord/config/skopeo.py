@@ -115,7 +115,12 @@ class _Reader:
 
     def read(self, data: SkopeoFile) -> list[RepoSelection]:
         selections: list[RepoSelection] = []
+        seen: dict[str, str] = {}
         for host, block in sorted(data.root.items()):
+            first = seen.setdefault(normalize_registry(host), host)
+            if first != host:
+                self.problem((host,), f"{host!r} and {first!r} name the same registry; merge them")
+                continue
             if block is None or not (
                 block.images or block.images_by_tag_regex or block.images_by_semver
             ):

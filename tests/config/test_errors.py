@@ -351,3 +351,11 @@ def test_secrets_never_reach_messages_logs_or_reprs(
     seen += [repr(config.registry_options("quay.io")), repr(config.spec)]
     assert not any(CANARY in text for text in seen)
     assert "is readable by group or others (mode 644)" in caplog.text
+
+
+def test_two_spellings_of_one_registry(tmp_path: Path) -> None:
+    assert skopeo_problems(
+        tmp_path, "docker.io: {images: {a: [v1]}}\nindex.docker.io: {images: {a: [v2]}}\n"
+    ) == [
+        "2: \"index.docker.io\": 'index.docker.io' and 'docker.io' name the same registry; merge them"
+    ]
