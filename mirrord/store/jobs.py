@@ -1,17 +1,17 @@
-"""The job lifecycle: enqueue, claim, heartbeat, succeed, fail, requeue, reap, cancel, retry.
+"""The job lifecycle verbs: enqueue, claim, heartbeat, succeed, fail, requeue, reap, cancel,
+retry.
 
 Every change of state is a conditional UPDATE (`WHERE state = … AND worker = …`), so a worker
 that lost its lease, or a second reaper, changes nothing; the database's CHECKs, partial unique
-indexes and transition trigger refuse anything else.
+indexes and transition trigger refuse anything else. Shared statements: transitions.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Update, case, exists, select, update
+from sqlalchemy import Update, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mirrord.model import CopyRequest
@@ -22,7 +22,6 @@ from mirrord.store.records import (
     ERROR_MAX,
     LEASE_EXPIRED,
     REASON_MAX,
-    SUPERSEDED,
     EnqueueResult,
     Job,
     JobState,
@@ -30,29 +29,18 @@ from mirrord.store.records import (
     RequeueResult,
     bounded,
 )
-from mirrord.store.runs import complete_runs
+from mirrord.store.transitions import (
+    Requeue,
+    finish,
+    finish_and_complete,
+    owned,
+    retry,
+    single_outcome,
+)
 
 J = jobs.c
-QUEUED, RUNNING = JobState.QUEUED.value, JobState.RUNNING.value
-SUCCEEDED, FAILED, CANCELLED = (
-    JobState.SUCCEEDED.value,
-    JobState.FAILED.value,
-    JobState.CANCELLED.value,
-)
-_IS_QUEUED = has_state(J.state, JobState.QUEUED)  # uq_jobs_key_queued, for ON CONFLICT
+_IS_QUEUED = has_state(J.state, JobState.QUEUED)  # uq_jobs_key_queued, named by ON CONFLICT
 RETRY_PRIORITY = 100  # a retry the user asked for jumps the scheduled work
-
-
-def _sibling_queued() -> ColumnElement[bool]:
-    """Another job with this row's key is queued (it would take this row's place)."""
-    sibling = jobs.alias("sibling")
-    return exists().where(
-        sibling.c.key == J.key, has_state(sibling.c.state, JobState.QUEUED), sibling.c.id != J.id
-    )
-
-
-def _owned(job_ids: Sequence[int], worker: str) -> ColumnElement[bool]:
-    return J.id.in_(job_ids) & (J.worker == worker) & has_state(J.state, JobState.RUNNING)
 
 
 def _rows(
@@ -76,74 +64,13 @@ def _rows(
             "source_name": job.source_name,
             "run_id": run_id,
             "payload": job.payload_text(),
-            "state": QUEUED,
+            "state": JobState.QUEUED.value,
             "priority": priority,
             "due_at": due_at,
             "max_attempts": job.max_attempts,
             "created_at": now,
         }
     return list(rows.values()), duplicates
-
-
-@dataclass(frozen=True, slots=True)
-class _Requeue:
-    """Put running jobs back in the queue: superseded where a queued sibling exists, failed where
-    attempts are used up (if `fail_exhausted`), queued again otherwise."""
-
-    where: ColumnElement[bool]  # must select running jobs only
-    due_at: float
-    reason: str | None = None
-    error: str | None = None
-    refund_attempt: bool = False
-    fail_exhausted: bool = True
-
-    def _note(self) -> dict[str, Any]:
-        note: dict[str, Any] = {}
-        if self.reason is not None:
-            note["reason"] = self.reason
-        if self.error is not None:
-            note["error"] = self.error
-        return note
-
-    def supersede(self, now: float) -> Update:
-        return _finish(
-            self.where & _sibling_queued(), CANCELLED, now, {**self._note(), "reason": SUPERSEDED}
-        )
-
-    def fail(self, now: float) -> Update:
-        exhausted = self.where & (J.attempts >= J.max_attempts)
-        return _finish(exhausted, FAILED, now, self._note())
-
-    def requeue(self) -> Update:
-        attempts = J.attempts - 1 if self.refund_attempt else J.attempts
-        values = {"state": QUEUED, "due_at": self.due_at, "worker": None, "lease_until": None}
-        return (
-            update(jobs)
-            .where(self.where)
-            .values(attempts=attempts, **values, **self._note())
-            .returning(J.id)
-        )
-
-    async def run(self, conn: AsyncConnection, now: float) -> RequeueResult:
-        superseded = (await conn.execute(self.supersede(now))).all()
-        failed = (await conn.execute(self.fail(now))).all() if self.fail_exhausted else []
-        requeued = (await conn.execute(self.requeue())).scalars().all()
-        await complete_runs(conn, {row.run_id for row in [*superseded, *failed]}, now)
-        return RequeueResult(
-            requeued=tuple(sorted(requeued)),
-            superseded=tuple(sorted(row.id for row in superseded)),
-            failed=tuple(sorted(row.id for row in failed)),
-        )
-
-
-def _finish(where: ColumnElement[bool], state: str, now: float, values: dict[str, Any]) -> Update:
-    """Move the selected jobs to a terminal state."""
-    return (
-        update(jobs)
-        .where(where)
-        .values(state=state, finished_at=now, lease_until=None, **values)
-        .returning(J.id, J.run_id)
-    )
 
 
 class JobVerbs(Component):
@@ -193,8 +120,7 @@ class JobVerbs(Component):
         running_keys = select(running.c.key).where(has_state(running.c.state, JobState.RUNNING))
         candidates = (
             select(J.id)
-            .where(has_state(J.state, JobState.QUEUED), J.due_at <= now)
-            .where(J.key.not_in(running_keys))
+            .where(_IS_QUEUED, J.due_at <= now, J.key.not_in(running_keys))
             .order_by(J.priority.desc(), J.due_at, J.id)
             .limit(limit)
         )
@@ -205,14 +131,9 @@ class JobVerbs(Component):
         chosen = candidates.cte("chosen")
         return (
             update(jobs)
-            .where(J.id.in_(select(chosen.c.id)), has_state(J.state, JobState.QUEUED))
-            .values(
-                state=RUNNING,
-                worker=worker,
-                lease_until=lease_until,
-                attempts=J.attempts + 1,
-                started_at=now,
-            )
+            .where(J.id.in_(select(chosen.c.id)), _IS_QUEUED)
+            .values(state=JobState.RUNNING.value, worker=worker, lease_until=lease_until)
+            .values(attempts=J.attempts + 1, started_at=now)
             .returning(*jobs.c)
         )
 
@@ -224,7 +145,7 @@ class JobVerbs(Component):
             return set()
         statement = (
             update(jobs)
-            .where(_owned(job_ids, worker))
+            .where(owned(job_ids, worker))
             .values(lease_until=self._clock() + lease_seconds)
             .returning(J.id)
         )
@@ -247,20 +168,19 @@ class JobVerbs(Component):
     ) -> bool:
         """Record success; False if the worker no longer owns the job (lease lost, cancelled)."""
         now = self._clock()
-        values = {
-            "outcome": bounded(outcome, REASON_MAX),
-            "digest": digest,
-            "bytes_written": bytes_written,
-            "bytes_read": bytes_read,
-            "duration": duration,
-        }
-        statement = _finish(_owned([job_id], worker), SUCCEEDED, now, values)
+        statement = finish(
+            owned([job_id], worker),
+            JobState.SUCCEEDED,
+            now,
+            outcome=bounded(outcome, REASON_MAX),
+            digest=digest,
+            bytes_written=bytes_written,
+            bytes_read=bytes_read,
+            duration=duration,
+        )
 
         async def work(conn: AsyncConnection) -> bool:
-            row = (await conn.execute(statement)).first()
-            if row is not None:
-                await complete_runs(conn, {row.run_id}, now)
-            return row is not None
+            return bool(await finish_and_complete(conn, statement, now))
 
         return await self._db.write(work, "recording a success")
 
@@ -271,23 +191,15 @@ class JobVerbs(Component):
         due at `retry_at` (superseded instead if a sibling with its key is already queued);
         otherwise it fails. Returns the job's new state, None if the worker no longer owns it."""
         now = self._clock()
-        note = {"reason": bounded(reason, REASON_MAX), "error": bounded(message, ERROR_MAX)}
-        where = _owned([job_id], worker)
-        if retry_at is None:
-            statement = _finish(where, FAILED, now, note)
+        where = owned([job_id], worker)
+        reason, message = bounded(reason, REASON_MAX) or "", bounded(message, ERROR_MAX) or ""
+        final = finish(where, JobState.FAILED, now, reason=reason, error=message)
+        again = Requeue(where, now if retry_at is None else retry_at, reason, message)
 
-            async def work(conn: AsyncConnection) -> JobState | None:
-                row = (await conn.execute(statement)).first()
-                if row is None:
-                    return None
-                await complete_runs(conn, {row.run_id}, now)
-                return JobState.FAILED
-
-        else:
-            requeue = _Requeue(where, retry_at, note["reason"], note["error"])
-
-            async def work(conn: AsyncConnection) -> JobState | None:
-                return _single_outcome(await requeue.run(conn, now))
+        async def work(conn: AsyncConnection) -> JobState | None:
+            if retry_at is not None:
+                return single_outcome(await again.run(conn, now))
+            return JobState.FAILED if await finish_and_complete(conn, final, now) else None
 
         return await self._db.write(work, "recording a failure")
 
@@ -296,103 +208,44 @@ class JobVerbs(Component):
         if not job_ids:
             return RequeueResult()
         now = self._clock()
-        requeue = _Requeue(_owned(job_ids, worker), now, refund_attempt=True, fail_exhausted=False)
-        return await self._db.write(lambda conn: requeue.run(conn, now), "requeueing jobs")
+        drain = Requeue(owned(job_ids, worker), now, refund_attempt=True, fail_exhausted=False)
+        return await self._db.write(lambda conn: drain.run(conn, now), "requeueing jobs")
 
     async def reap(self, now: float | None = None) -> RequeueResult:
         """Requeue running jobs whose lease expired (their worker died or hung). Safe to run
         from several daemons at once: each job is taken back by exactly one of them."""
         now = self._clock() if now is None else now
         expired = has_state(J.state, JobState.RUNNING) & (J.lease_until < now)
-        requeue = _Requeue(
-            expired, now, LEASE_EXPIRED, "lease expired: the worker stopped renewing it"
-        )
-        return await self._db.write(lambda conn: requeue.run(conn, now), "reaping expired leases")
+        reap = Requeue(expired, now, LEASE_EXPIRED, "lease expired: the worker stopped renewing it")
+        return await self._db.write(lambda conn: reap.run(conn, now), "reaping expired leases")
 
     async def cancel(self, job_id: int) -> bool:
         """Cancel a queued or running job (a running job's worker then fails to record it)."""
         now = self._clock()
         active = (J.id == job_id) & has_state(J.state, JobState.QUEUED, JobState.RUNNING)
-        statement = _finish(active, CANCELLED, now, {"reason": CANCELLED_BY_USER})
+        statement = finish(active, JobState.CANCELLED, now, reason=CANCELLED_BY_USER)
 
         async def work(conn: AsyncConnection) -> bool:
-            row = (await conn.execute(statement)).first()
-            if row is not None:
-                await complete_runs(conn, {row.run_id}, now)
-            return row is not None
+            return bool(await finish_and_complete(conn, statement, now))
 
         return await self._db.write(work, "cancelling a job")
 
     async def retry(self, job_id: int, priority: int = RETRY_PRIORITY) -> RequeueResult:
         """Queue a failed or cancelled job again now, attempts reset, at high priority."""
         where = (J.id == job_id) & has_state(J.state, JobState.FAILED, JobState.CANCELLED)
-        return await self._retry(where, priority)
+        now = self._clock()
+        return await self._db.write(lambda conn: retry(conn, where, priority, now), "retrying")
 
     async def retry_failed(
         self, run_id: int | None = None, priority: int = RETRY_PRIORITY
     ) -> RequeueResult:
-        """Retry every failed job that is the newest job of its key (optionally of one run)."""
+        """Retry every failed job that is the newest job of its key (optionally of one run):
+        older failures of a key are history."""
         newer = jobs.alias("newer")
         where = has_state(J.state, JobState.FAILED) & ~exists().where(
             newer.c.key == J.key, newer.c.id > J.id
         )
         if run_id is not None:
             where &= J.run_id == run_id
-        return await self._retry(where, priority)
-
-    async def _retry(self, where: ColumnElement[bool], priority: int) -> RequeueResult:
         now = self._clock()
-
-        async def work(conn: AsyncConnection) -> RequeueResult:
-            superseded = await _supersede_retries(conn, where, priority, now)
-            requeued = await conn.execute(
-                update(jobs)
-                .where(where & ~_sibling_queued())
-                .values(
-                    state=QUEUED,
-                    attempts=0,
-                    priority=priority,
-                    due_at=now,
-                    worker=None,
-                    lease_until=None,
-                    finished_at=None,
-                )
-                .returning(J.id)
-            )
-            return RequeueResult(requeued=tuple(sorted(requeued.scalars())), superseded=superseded)
-
-        return await self._db.write(work, "retrying jobs")
-
-
-async def _supersede_retries(
-    conn: AsyncConnection, where: ColumnElement[bool], priority: int, now: float
-) -> tuple[int, ...]:
-    """Retries whose key is already queued are superseded; the queued job is hurried instead."""
-    rows = (
-        await conn.execute(
-            update(jobs)
-            .where(where & _sibling_queued())
-            .values(state=CANCELLED, reason=SUPERSEDED)
-            .returning(J.id, J.key)
-        )
-    ).all()
-    if rows:
-        await conn.execute(
-            update(jobs)
-            .where(J.key.in_({row.key for row in rows}), has_state(J.state, JobState.QUEUED))
-            .values(
-                priority=case((J.priority < priority, priority), else_=J.priority),
-                due_at=case((J.due_at > now, now), else_=J.due_at),
-            )
-        )
-    return tuple(sorted(row.id for row in rows))
-
-
-def _single_outcome(result: RequeueResult) -> JobState | None:
-    if result.requeued:
-        return JobState.QUEUED
-    if result.superseded:
-        return JobState.CANCELLED
-    if result.failed:
-        return JobState.FAILED
-    return None
+        return await self._db.write(lambda conn: retry(conn, where, priority, now), "retrying")
