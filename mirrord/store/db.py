@@ -150,7 +150,9 @@ class Database:
                 self.write_engine if path is None else _sqlite_engine(self.url, "BEGIN")
             )
         else:
-            self.write_engine = self.read_engine = create_async_engine(self.url)
+            # Pre-ping: a daemon's pooled connections outlive server restarts and failovers.
+            engine = create_async_engine(self.url, pool_pre_ping=True)
+            self.write_engine = self.read_engine = engine
 
     @property
     def is_sqlite(self) -> bool:

@@ -1,15 +1,17 @@
 """The job queue: one class over the database, every verb async, every result a frozen record.
 
-    enqueue ──► queued ──claim──► running ──succeed──► succeeded
-                  ▲  │              │ │ │
-                  │  └──cancel──►   │ │ └──fail (no retry left)──► failed ──retry──┐
-                  │       cancelled ◄─┘ (superseded, cancelled)                      │
-                  └──── fail(retry_at) / requeue (drain) / reap (lease expired) ◄───┘
+    enqueue ─► queued ─claim─► running ─succeed─► succeeded
+                 ▲  │            │  │
+                 │  │            │  └─fail, no retry or attempts used up─► failed
+                 │  └─cancel─┐   └─cancel / superseded─┐                    │
+                 │           ▼                         ▼                    │
+                 │        cancelled ◄──────────────────┘◄─superseded────────┤
+                 └──── fail(retry_at) · requeue (drain) · reap (lease expired) · retry
 
-At most one queued and one running job per key (partial unique indexes). A running job that
-goes back to the queue while a sibling with its key is already queued ends `cancelled` with
-reason `superseded` instead: the sibling will do the same work. The database enforces the
-states (CHECK), the one-per-key rule (indexes) and the legal transitions (a trigger).
+At most one queued and one running job per key (partial unique indexes). A job that would go
+back to the queue while a sibling with its key is already queued ends `cancelled` with reason
+`superseded` instead: the sibling does the same work. The database enforces the states (CHECK),
+the one-per-key rule (indexes) and the legal transitions (a trigger; records.TRANSITIONS).
 """
 
 from __future__ import annotations

@@ -120,11 +120,12 @@ def _failed_jobs() -> ColumnElement[int]:
 
 
 async def _last_clean_run_end(conn: AsyncConnection) -> dict[str, float]:
-    """Per source, the end of the newest finished run in which none of its jobs failed."""
+    """Per source, the end of the newest completed (not cancelled) run in which none of its
+    jobs failed."""
     per_run = (
         select(J.source_name.label("source_name"), R.finished_at.label("finished_at"))
         .join(runs, J.run_id == R.id)
-        .where(R.status != RunStatus.RUNNING.value)
+        .where(R.status.in_([RunStatus.SUCCEEDED.value, RunStatus.FAILED.value]))
         .group_by(J.source_name, R.id, R.finished_at)
         .having(_failed_jobs() == 0)
         .subquery()

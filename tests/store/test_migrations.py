@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 
+from mirrord.errors import StoreError
 from mirrord.store import Store, migrate
 from mirrord.store.db import Database
 from mirrord.store.models import metadata
+
+BROKEN_MIGRATION = '''"""A migration that fails half-way."""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+
+
+def upgrade() -> None:
+    op.create_table("half_done", sa.Column("id", sa.Integer(), primary_key=True))
+    op.execute("INSERT INTO jobs (id) VALUES (1)")  # violates NOT NULL constraints
+
+
+def downgrade() -> None:
+    op.drop_table("half_done")
+'''
 
 
 def _differences(connection: Connection) -> list[Any]:
@@ -76,5 +97,25 @@ async def test_a_second_open_of_a_migrated_database_changes_nothing(database_url
     db = Database(database_url)
     try:
         assert await db.read(lambda c: c.run_sync(_differences), "comparing") == []
+    finally:
+        await db.dispose()
+
+
+async def test_a_migration_that_fails_half_way_leaves_the_database_untouched(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripts = tmp_path / "migrations"
+    shutil.copytree(migrate.MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "0002_broken.py").write_text(BROKEN_MIGRATION)
+    monkeypatch.setattr(migrate, "MIGRATIONS_DIR", scripts)
+    with pytest.raises(StoreError, match="applying migrations"):
+        await Store.open(database_url)
+    monkeypatch.undo()
+
+    db = Database(database_url)
+    try:
+        tables = await db.read(lambda c: c.run_sync(lambda s: inspect(s).get_table_names()), "t")
+        assert set(tables) <= {"alembic_version"}  # 0001 and 0002 ran in one transaction
+        assert await migrate.current_revision(db) is None
     finally:
         await db.dispose()
