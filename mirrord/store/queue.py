@@ -1,12 +1,11 @@
 """The job queue: one class over the database, every verb async, every result a frozen record.
 
-    enqueue ─► queued ─claim─► running ─succeed─► succeeded
-                 ▲  │            │  │
-                 │  │            │  └─fail, no retry or attempts used up─► failed
-                 │  └─cancel─┐   └─cancel / superseded─┐                    │
-                 │           ▼                         ▼                    │
-                 │        cancelled ◄──────────────────┘◄─superseded────────┤
-                 └──── fail(retry_at) · requeue (drain) · reap (lease expired) · retry
+    queued    → running (claim) · cancelled (cancel)
+    running   → succeeded (succeed) · failed (fail) · cancelled (cancel, superseded)
+                · queued (fail with retry_at, requeue on drain, reap after the lease expired)
+    failed    → queued (retry) · cancelled (a retry superseded by a queued sibling)
+    cancelled → queued (retry)
+    succeeded → nothing, ever
 
 At most one queued and one running job per key (partial unique indexes). A job that would go
 back to the queue while a sibling with its key is already queued ends `cancelled` with reason

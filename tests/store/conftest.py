@@ -39,9 +39,14 @@ class PostgresCluster:
         return f"postgresql+asyncpg://{PG_USER}@127.0.0.1:{self.port}/{database}"
 
 
+def _version(bin_dir: Path) -> tuple[int, ...]:
+    """(15,) for /usr/lib/postgresql/15/bin: the newest installed server wins."""
+    return tuple(int(part) for part in bin_dir.parent.name.split(".") if part.isdigit())
+
+
 def _pg_bin() -> Path:
     candidates = [Path(os.environ["PG_BIN"])] if "PG_BIN" in os.environ else []
-    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version, reverse=True)
     if initdb := shutil.which("initdb"):
         candidates.append(Path(initdb).parent)
     for directory in candidates:
@@ -78,8 +83,11 @@ def postgres() -> Iterator[PostgresCluster]:
     """A PostgreSQL cluster for the whole session, deleted afterwards."""
     bin_dir = _pg_bin()
     base = Path(tempfile.mkdtemp(prefix="mirrord-pg-"))
-    if os.geteuid() == 0:
-        user = pwd.getpwnam(PG_USER)
+    if os.geteuid() == 0:  # the server refuses to run as root
+        try:
+            user = pwd.getpwnam(PG_USER)
+        except KeyError:
+            pytest.fail(f"running as root, but there is no user {PG_USER!r} to run PostgreSQL")
         os.chown(base, user.pw_uid, user.pw_gid)
     data, log, port = base / "data", base / "server.log", _free_port()
     options = (
