@@ -40,7 +40,7 @@ from tests.harness.skopeo import (
     run_skopeo,
     seed,
 )
-from tests.harness.tokenserver import TokenServer
+from tests.harness.tokenserver import Access, TokenServer, grant
 
 MiB = 1 << 20
 ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
@@ -99,8 +99,9 @@ def test_basic_registry_accepts_only_the_right_password(
     layout = layout_of(image_builder, tmp_path, {"v1": image})
     seed(layout, "v1", registry, "app:v1", creds=registry.creds)
     assert inspect_raw(registry, "app:v1", creds=registry.creds) == image.manifest
-    with pytest.raises(SkopeoError, match=r"(?i)unauthorized"):
+    with pytest.raises(SkopeoError, match=r"(?i)unauthorized") as refused:
         inspect_raw(registry, "app:v1", creds=WRONG)
+    assert WRONG.password not in str(refused.value)
     with pytest.raises(SkopeoError, match=r"(?i)unauthorized"):
         seed(layout, "v1", registry, "app:anonymous")
 
@@ -177,6 +178,22 @@ async def test_one_token_carries_push_on_one_repo_and_pull_on_another(
     last = token_server.requests(registry.service)[-1]
     assert last.granted_actions(dest) == {"pull", "push"}
     assert last.granted_actions(source) == {"pull"}
+
+
+@pytest.mark.parametrize(
+    ("scope", "granted"),
+    [
+        ("repository:team/app:pull,push,delete", "repository:team/app:pull,push"),
+        ("repository:team/app:push", "repository:team/app:push"),
+        ("repository:other/app:pull", "repository:other/app:pull"),
+        ("repository:other/app:push", None),
+        ("registry:catalog:*", None),
+    ],
+)
+def test_grant_is_the_intersection_of_asked_and_allowed(scope: str, granted: str | None) -> None:
+    allowed = {"team/*": frozenset({"pull", "push"}), "*": frozenset({"pull"})}
+    result = grant(Access.parse(scope), allowed, catalog=False)
+    assert (None if result is None else str(result)) == granted
 
 
 def test_tokens_are_es256_jwts_signed_by_a_certificate_of_the_test_ca(

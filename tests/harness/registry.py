@@ -263,6 +263,7 @@ class RegistryServer:
 
     def _launch(self, binary: str) -> bool:
         with self.log_path.open("ab") as log:
+            log_start = log.tell()
             self._process = subprocess.Popen(
                 [binary, "serve", str(self.config_path)],
                 stdin=subprocess.DEVNULL,
@@ -274,7 +275,7 @@ class RegistryServer:
             if self._process.poll() is not None:
                 self._process = None
                 return False
-            if self._answers():
+            if self._listening(log_start) and self._answers():
                 return True
             time.sleep(self.poll_interval)
         self.stop()
@@ -282,6 +283,14 @@ class RegistryServer:
             f"{self} did not answer GET /v2/ within {self.startup_timeout}s; "
             f"log tail:\n{self.log_tail()}"
         )
+
+    def _listening(self, log_start: int) -> bool:
+        # Other test runs share this machine: a free port can be taken between our probe and
+        # the registry's bind, and then someone else would answer GET /v2/. Only trust the
+        # port once this process has logged that it bound it.
+        with self.log_path.open("rb") as log:
+            log.seek(log_start)
+            return f"listening on {self.host}".encode() in log.read()
 
     def _answers(self) -> bool:
         connection: http.client.HTTPConnection
@@ -293,7 +302,9 @@ class RegistryServer:
             connection = http.client.HTTPConnection("127.0.0.1", self._port, timeout=1)
         try:
             connection.request("GET", "/v2/")
-            return connection.getresponse().status in (200, 401)
+            with connection.getresponse() as response:
+                response.read()
+                return response.status in (200, 401)
         except OSError:
             return False
         finally:
