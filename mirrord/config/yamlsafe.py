@@ -59,24 +59,39 @@ class Document:
         return 1
 
 
-class _Loader(yaml.SafeLoader):
-    """Composes nodes, refusing aliases (they are what makes a YAML bomb) and noting anchors."""
+_TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
+_OPEN = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_CLOSE = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
 
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.refused: list[ReadProblem] = []
 
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        line = event.start_mark.line + 1
+class _PyLoader(yaml.SafeLoader):
+    """The pure-Python loader, for when libyaml is missing."""
+
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        # PyYAML's scanner slows down quadratically with `[[[[…`: stop early.
+        if self.flow_level >= MAX_DEPTH:
+            raise yaml.scanner.ScannerError(None, None, _TOO_DEEP, self.get_mark())
+        super().fetch_flow_collection_start(token_class)
+
+
+_Loader: Any = getattr(yaml, "CSafeLoader", _PyLoader)  # libyaml: ten times faster
+
+
+def _check_events(text: str, name: str) -> list[ReadProblem]:
+    """One pass over the events: refuse deep nesting; note anchors and aliases (the stuff of
+    YAML bombs), which the composer then shares rather than copies."""
+    refused, depth = [], 0
+    for event in yaml.parse(text, Loader=_Loader):
+        mark: Any = event.start_mark
+        line = mark.line + 1
+        depth += isinstance(event, _OPEN) - isinstance(event, _CLOSE)
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{name}:{line}: invalid YAML: {_TOO_DEEP}")
         if isinstance(event, yaml.AliasEvent):
-            self.get_event()  # type: ignore[no-untyped-call]
-            self.refused.append(ReadProblem(line, (), "aliases (*name) are not allowed"))
-            mark: Any = event.start_mark
-            return yaml.ScalarNode(_CORE + "null", "", mark, mark)
-        if getattr(event, "anchor", None) is not None:
-            self.refused.append(ReadProblem(line, (), "anchors (&name) are not allowed"))
-        return super().compose_node(parent, index)
+            refused.append(ReadProblem(line, (), "aliases (*name) are not allowed"))
+        elif getattr(event, "anchor", None) is not None:
+            refused.append(ReadProblem(line, (), "anchors (&name) are not allowed"))
+    return refused
 
 
 class _Builder:
@@ -85,14 +100,15 @@ class _Builder:
     def __init__(self) -> None:
         self.lines: dict[KeyPath, int] = {}
         self.problems: list[ReadProblem] = []
+        self.seen: set[int] = set()
 
     def _problem(self, node: yaml.Node, path: KeyPath, message: str) -> None:
         self.problems.append(ReadProblem(node.start_mark.line + 1, path, message))
 
     def build(self, node: yaml.Node, path: KeyPath) -> Any:
-        if len(path) > MAX_DEPTH:
-            self._problem(node, path, f"nested deeper than {MAX_DEPTH} levels")
+        if id(node) in self.seen:  # an alias: already refused, never expanded
             return None
+        self.seen.add(id(node))
         if node.tag not in _ALLOWED_TAGS:
             self._problem(node, path, f"tag {node.tag!r} is not allowed")
             return None
@@ -132,7 +148,7 @@ class _Builder:
 
 def _scalar(node: yaml.ScalarNode) -> Any:
     text = str(node.value)
-    if node.style is not None:  # quoted or block scalars are always strings
+    if node.style:  # quoted or block scalars are always strings (plain: None or "")
         return text
     if _NULL.fullmatch(text):
         return None
@@ -145,21 +161,22 @@ def _scalar(node: yaml.ScalarNode) -> Any:
 
 def parse_yaml(text: str, name: str, path: Path | None = None) -> Document:
     """Parse YAML (or JSON, a subset of it) text; syntax errors raise ConfigError."""
-    loader = _Loader(text)
+    loader = None
     try:
+        refused = _check_events(text, name)
+        loader = _Loader(text)
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else 1
         # Only the problem, never the snippet: the offending line may hold a password.
         raise ConfigError(f"{name}:{line}: invalid YAML: {exc.problem}") from None
-    except RecursionError:
-        raise ConfigError(f"{name}: invalid YAML: nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     builder = _Builder()
     data = None if node is None else builder.build(node, ())
     lines = {(): 1, **builder.lines}
-    return Document(name, data, lines, (*loader.refused, *builder.problems), path)
+    return Document(name, data, lines, (*refused, *builder.problems), path)
 
 
 def read_text(path: Path, name: str | None = None) -> str:
