@@ -77,11 +77,11 @@ def test_syntax_errors_do_not_show_the_line() -> None:
 
 def test_deep_nesting_is_refused_quickly() -> None:
     # PyYAML's scanner is quadratic in flow depth: a 1 MiB `[[[[` must fail fast.
-    with pytest.raises(ConfigError, match="nested deeper than 64 levels|maximum nesting depth"):
+    with pytest.raises(ConfigError, match=r"nested deeper than 64 levels|maximum nesting depth"):
         parse_yaml("[" * MAX_BYTES, "deep.yaml")
     with pytest.raises(ConfigError, match="nested deeper than 64 levels"):
         parse_yaml("".join(" " * i + "k:\n" for i in range(1400)), "deep.yaml")
-    with pytest.raises(ConfigError, match="^t:65: invalid YAML: nested deeper than 64 levels$"):
+    with pytest.raises(ConfigError, match=r"^t:65: invalid YAML: nested deeper than 64 levels$"):
         parse_yaml("".join(" " * i + "k:\n" for i in range(70)), "t")
     assert parse_yaml("".join(" " * i + "k:\n" for i in range(63)), "t").problems == ()
 
