@@ -26,7 +26,7 @@ class StatusVerbs(Component):
         """Jobs, newest first, optionally of one state and/or one run."""
         statement = select(jobs).order_by(J.id.desc()).limit(limit)
         if state is not None:
-            statement = statement.where(J.state == JobState(state).value)
+            statement = statement.where(has_state(J.state, JobState(state)))
         if run_id is not None:
             statement = statement.where(J.run_id == run_id)
 
