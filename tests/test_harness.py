@@ -290,7 +290,7 @@ def test_registry_pool_stops_every_registry_and_restarts_keep_content(
     assert not second.running
 
 
-def test_tags_written_on_disk_are_served_and_paginated(
+async def test_tags_written_on_disk_are_served_in_full(
     make_registry: MakeRegistry, image_builder: ImageBuilder, tmp_path: Path
 ) -> None:
     registry = make_registry()
@@ -298,9 +298,16 @@ def test_tags_written_on_disk_are_served_and_paginated(
     seeded(image_builder, tmp_path, registry, "app", image)
     for n in range(600):
         registry.tag_on_disk("app", f"t{n:03}", image.digest)
-    tags = list_tags(registry, "app")
-    assert len(tags) == 601
+    assert len(list_tags(registry, "app")) == 601
     assert inspect_raw(registry, "app:t599") == image.manifest
+    url = f"{registry.url}/v2/app/tags/list?n=100"
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        page = (await response.json())["tags"]
+        link = response.headers.get("Link", "")
+    # Distribution 2.8 ignores `n` on tags/list (paging came with v3): tag-paging tests need
+    # another server; this one always answers with every tag and no Link header.
+    assert len(page) == 601
+    assert link == ""
 
 
 # ------------------------------------------------------------------------------------------
