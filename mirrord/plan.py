@@ -56,6 +56,7 @@ class RepoSelection:
 
     @property
     def needs_listing(self) -> bool:
+        """True when the registry's tag list decides (all tags, a regex, a constraint)."""
         return self.all_tags or bool(self.tag_regexes or self.constraints)
 
     @property

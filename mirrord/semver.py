@@ -73,6 +73,7 @@ class Version:
 
     @classmethod
     def make(cls, major: int, minor: int, patch: int, prerelease: str = "") -> Version:
+        """A version from its parts."""
         text = f"{major}.{minor}.{patch}" + (f"-{prerelease}" if prerelease else "")
         return cls(major, minor, patch, prerelease, nodesemver.make_semver(text, loose=False))
 
@@ -239,6 +240,7 @@ class Constraint:
         return cls(text, tuple(_parse_group(part) for part in rewritten.split("||")))
 
     def allows(self, version: Version) -> bool:
+        """True when `version` satisfies the constraint (Masterminds' `Check`)."""
         return any(g.allows(version) for g in self.groups)
 
     def allows_tag(self, tag: str) -> bool:

@@ -36,6 +36,8 @@ _LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):(?P<port>[0-9
 
 
 class LogSpec(Model):
+    """`log`: JSON lines for the daemon (journald, shippers) or text for people."""
+
     format: Literal["json", "text"] = "json"
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -68,11 +70,15 @@ class ScheduleSpec(Model):
 
 
 class PerRegistryLimits(Model):
+    """`limits.per-registry`: the default for each registry (see `registries:`)."""
+
     requests_per_second: PositiveFloat | None = Field(None, alias="requests-per-second")
     connections: PositiveInt = 8
 
 
 class LimitsSpec(Model):
+    """`limits`: how much runs at once, and for how long."""
+
     jobs: PositiveInt = 8
     blobs: PositiveInt = 16
     per_registry: PerRegistryLimits = Field(default_factory=PerRegistryLimits, alias="per-registry")
@@ -80,6 +86,8 @@ class LimitsSpec(Model):
 
 
 class RetrySpec(Model):
+    """`retry`: tries per job, and the capped exponential backoff between them."""
+
     attempts: PositiveInt = 5
     base: Duration = timedelta(seconds=2)
     max: Duration = timedelta(minutes=10)
@@ -104,6 +112,8 @@ class PruneSpec(Model):
 
 
 class HttpSpec(Model):
+    """`http`: the bearer token the /api endpoints require, if any."""
+
     token_file: str | None = Field(None, alias="token-file")
 
 
@@ -246,6 +256,7 @@ class MirrorConfig:
 
     @property
     def selections(self) -> tuple[RepoSelection, ...]:
+        """Every source's selections, in configuration order."""
         return tuple(s for source in self.sources for s in source.selections)
 
     def registry_options(self, host: str) -> RegistryOptions:

@@ -42,6 +42,7 @@ def _text(value: Any, what: str) -> str:
 
 
 def compile_regex(value: Any) -> re.Pattern[str]:
+    """A Python regex; an invalid one is an error quoting it and where it breaks."""
     text = _text(value, "a regular expression")
     try:
         return re.compile(text)
@@ -52,6 +53,7 @@ def compile_regex(value: Any) -> re.Pattern[str]:
 
 
 def parse_constraint(value: Any) -> Constraint:
+    """A Masterminds-style semver constraint (`mirrord.semver`)."""
     text = _text(value, "a semver constraint")
     try:
         return Constraint.parse(text)

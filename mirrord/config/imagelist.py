@@ -31,6 +31,8 @@ class ListEntry:
 
 @dataclass(frozen=True, slots=True)
 class ParsedList:
+    """A list file's images, and its (line, message) problems."""
+
     entries: tuple[ListEntry, ...]
     problems: tuple[tuple[int, str], ...] = ()
 

@@ -35,6 +35,7 @@ class Destination:
 
     @classmethod
     def make(cls, registry: str, prefix: str = "") -> Destination:
+        """A destination; InvalidReference when the registry or prefix cannot be one."""
         check_registry(registry)
         if "." not in registry and ":" not in registry and registry != "localhost":
             # skopeo would read `myhost/busybox` as docker.io/myhost/busybox.

@@ -38,6 +38,8 @@ def format_path(path: KeyPath) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Problem:
+    """One problem, where it is."""
+
     file: str
     line: int
     path: str
@@ -62,6 +64,7 @@ class Problems:
         return len(self._items)
 
     def add(self, doc: Document, path: KeyPath, message: str, line: int | None = None) -> None:
+        """Record `message` about `path` of `doc` (at `line`, or the path's own line)."""
         self._files.setdefault(doc.name, len(self._files))
         line = doc.line(path) if line is None else line
         self._items.append(Problem(doc.name, line, format_path(path), message))
@@ -79,6 +82,7 @@ class Problems:
             self.add(doc, (*prefix, *loc), _message(item, model, loc))
 
     def raise_if_any(self, what: str) -> None:
+        """Raise one ConfigError holding every problem, sorted by file and line."""
         if not self._items:
             return
         items = sorted(self._items, key=lambda p: (self._files[p.file], p.line))
