@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import nodesemver
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mirrord.semver import Constraint, SemverError, Version
 
@@ -107,6 +109,8 @@ CASES = [
     ("^0.0", "0.1.0", False),
     ("^0", "0.9.9", True),
     ("^0", "1.0.0", False),
+    ("^0.x", "0.9.0", True),
+    ("^0.x", "1.0.0", False),
     ("^*", "0.0.0", True),  # what Masterminds' code does, whatever its README says
     ("^*", "0.0.1", False),
     # AND with commas or spaces, OR with ||, hyphen ranges
@@ -198,3 +202,31 @@ def test_nodesemver_string_api_trap() -> None:
     # include_prerelease=True; Version always hands it a SemVer object instead.
     assert nodesemver.satisfies("1.2.3-alpha", ">=1.2.3", include_prerelease=True)
     assert not Constraint.parse(">=1.2.3, >=1.0.0-0").allows(Version.make(1, 2, 3, "alpha"))
+
+
+parts = st.integers(min_value=0, max_value=12)
+
+
+@given(parts, parts, parts, parts, parts, parts)
+def test_wildcards_follow_their_definitions(
+    major: int, minor: int, patch: int, c_major: int, c_minor: int, c_patch: int
+) -> None:
+    v = Version.make(major, minor, patch)
+    bound = Version.make(c_major, c_minor, c_patch)
+    same_major, same_minor = major == c_major, (major, minor) == (c_major, c_minor)
+    checks = {
+        f">={c_major}.{c_minor}.{c_patch}": v >= bound,
+        f"<{c_major}.{c_minor}": v < Version.make(c_major, c_minor, 0),
+        f"<={c_major}.{c_minor}": (major, minor) <= (c_major, c_minor),
+        f">{c_major}.{c_minor}": (major, minor) > (c_major, c_minor),
+        # ~0.0.0 is Masterminds' special case: everything.
+        f"~{c_major}.{c_minor}.{c_patch}": v >= bound
+        and (same_minor or (c_major, c_minor, c_patch) == (0, 0, 0)),
+        f"{c_major}.{c_minor}.x": same_minor,
+        f"{c_major}": same_major,
+        f"!={c_major}.{c_minor}": not same_minor,
+        f"^{c_major}.{c_minor}.{c_patch}": v >= bound
+        and (same_major if c_major else same_minor if c_minor else v == bound),
+    }
+    for text, expected in checks.items():
+        assert Constraint.parse(text).allows(v) is expected, text
