@@ -92,6 +92,10 @@ def pick_challenge(challenges: list[Challenge]) -> Challenge | None:
     return None
 
 
+def basic_header(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
 def scope_for(repository: str, actions: str) -> str:
     return f"repository:{repository}:{actions}"
 
@@ -188,8 +192,7 @@ class Authenticator:
                 registry=self.registry,
                 status=401,
             )
-        raw = f"{creds.username}:{creds.password.reveal()}".encode()
-        return "Basic " + base64.b64encode(raw).decode()
+        return basic_header(creds.username, creds.password.reveal())
 
     async def _token(self, scopes: Scopes, registry_url: URL) -> Secret:
         cached = self._tokens.get(scopes)

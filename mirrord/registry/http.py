@@ -43,6 +43,7 @@ from mirrord.redact import redact_url
 from mirrord.registry import tls
 from mirrord.registry.auth import (
     Authenticator,
+    basic_header,
     Scopes,
     forbidden_redirect,
     parse_challenges,
@@ -455,12 +456,15 @@ class RegistryHttp:
             return await self._oauth_token(realm, service, scopes, creds)
         query = [("service", service)] if service else []
         query += [("scope", s) for s in scopes]
-        auth = None
+        headers = {}
         if creds is not None and creds.password is not None:
-            auth = aiohttp.BasicAuth(creds.username, creds.password.reveal())
+            headers["Authorization"] = basic_header(creds.username, creds.password.reveal())
         with mapped_errors(realm.host or self.host, "token request"):
             async with self.session.get(
-                realm.with_query(query), auth=auth, allow_redirects=False, ssl=self._ssl_for(realm)
+                realm.with_query(query),
+                headers=headers,
+                allow_redirects=False,
+                ssl=self._ssl_for(realm),
             ) as resp:
                 self.observer.request(self.host, "token", resp.status)
                 body = await read_capped(resp, TOKEN_BODY_CAP, "token request")

@@ -55,11 +55,20 @@ def default_database_url() -> str:
     return f"sqlite+aiosqlite:///{base / 'mirrord.db'}"
 
 
+_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+
 def parse_url(url: str) -> URL:
+    """Parse a database URL; `sqlite://` and `postgresql://` get their asyncio drivers."""
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise StoreError(f"invalid database URL: {exc}") from exc
+    except ArgumentError:
+        # The URL is not repeated: it may hold a password.
+        raise StoreError(
+            "invalid database URL (expected sqlite:///PATH or postgresql://…)"
+        ) from None
+    if parsed.drivername in _DRIVERS:
+        parsed = parsed.set(drivername=_DRIVERS[parsed.drivername])
     if parsed.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
         raise StoreError(
             f"unsupported database {parsed.drivername!r}: "
