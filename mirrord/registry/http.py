@@ -43,8 +43,8 @@ from mirrord.redact import redact_url
 from mirrord.registry import tls
 from mirrord.registry.auth import (
     Authenticator,
-    basic_header,
     Scopes,
+    basic_header,
     forbidden_redirect,
     parse_challenges,
     pick_challenge,
