@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from mirrord import __version__
@@ -9,7 +11,26 @@ from mirrord.cli.common import DurationType, GlobalFlags
 from mirrord.logs import setup_logging
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """Imports a command's module on first use; the module registers the command on `main`."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from mirrord.cli.commands import COMMANDS
+
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        from mirrord.cli.commands import COMMANDS
+
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            importlib.import_module(COMMANDS[cmd_name])
+        return self.commands.get(cmd_name)
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="mirrord")
 @click.option("--debug", is_flag=True, help="Verbose logs, and tracebacks for errors.")
 @click.option("--command-timeout", type=DurationType(), help="Give up after this long (e.g. 10m).")
@@ -34,11 +55,3 @@ def main(
     """Keep container registries mirrored: skopeo-sync YAML in, verified copies out."""
     setup_logging("debug" if debug else "warning")
     ctx.obj = GlobalFlags(debug, command_timeout, override_os, override_arch, override_variant)
-
-
-def _register() -> None:
-    # Imported for their side effect of adding commands to `main`.
-    from mirrord.cli import commands  # noqa: F401
-
-
-_register()
