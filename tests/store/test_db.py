@@ -121,12 +121,21 @@ async def test_database_errors_become_one_line_store_errors(store: Store) -> Non
     assert caught.value.transient
 
 
-@pytest.mark.parametrize(
-    "url", ["mysql://db/mirrord", "sqlite:///plain-driver.db", "postgresql://x/y", "::"]
-)
+@pytest.mark.parametrize("url", ["mysql://db/mirrord", "sqlite+pysqlite:///x.db", "::"])
 def test_unsupported_database_urls_are_refused(url: str) -> None:
     with pytest.raises(StoreError):
         Database(url)
+
+
+def test_plain_scheme_urls_get_their_asyncio_driver(tmp_path: Path) -> None:
+    assert Database(f"sqlite:///{tmp_path}/x.db").url.drivername == "sqlite+aiosqlite"
+    assert Database("postgresql://u:secret@h/db").url.drivername == "postgresql+asyncpg"
+
+
+def test_an_invalid_url_is_not_echoed() -> None:
+    with pytest.raises(StoreError) as caught:
+        Database("::secret-password@")
+    assert "secret" not in str(caught.value)
 
 
 async def test_an_unreachable_postgresql_is_a_store_error() -> None:
