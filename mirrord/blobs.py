@@ -190,6 +190,8 @@ class BlobService:
             try:
                 return await self._place(client, repo, desc, source, counter)
             except IntegrityError:
+                origin = source.origin
+                self.observer.digest_mismatch(origin.registry if origin else "local")
                 integrity_failures += 1
                 if integrity_failures > 1:
                     raise

@@ -8,6 +8,7 @@ source status) are refreshed by a background task, so a scrape never waits on SQ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -21,10 +22,9 @@ from prometheus_client import (
 )
 
 from mirrord import __version__
-from mirrord.errors import IntegrityError
 from mirrord.registry.events import Observer
 from mirrord.store import Job as StoredJob
-from mirrord.store import JobState, Store
+from mirrord.store import JobKind, JobState, Store
 from mirrord.worker import JobEvents, JobOutcome, reason_of
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,14 @@ log = logging.getLogger(__name__)
 disable_created_metrics()  # type: ignore[no-untyped-call]  # the `_created` series only add noise to every counter
 
 DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+TLS_MODES = ("verify", "insecure", "plain-http")
+RUN_STATUSES = ("running", "succeeded", "failed", "cancelled")
+# What became of a job that raised: retried later, failed for good, cancelled by an operator.
+FAILED_OUTCOMES: dict[JobState | None, str] = {
+    JobState.QUEUED: "retried",
+    JobState.FAILED: "failed",
+    JobState.CANCELLED: "cancelled",
+}
 
 
 class Metrics(Observer, JobEvents):
@@ -47,7 +55,8 @@ class Metrics(Observer, JobEvents):
         self.jobs = Gauge("mirrord_jobs", "Jobs by state.", ["state"], registry=r)
         self.jobs_finished = Counter(
             "mirrord_jobs_finished_total",
-            "Jobs finished, by kind, outcome and reason.",
+            "Jobs finished, by kind (copy, list), outcome (copied, skipped, listed, retried, "
+            "failed, cancelled, lost) and reason (empty on success).",
             ["kind", "outcome", "reason"],
             registry=r,
         )
@@ -108,7 +117,16 @@ class Metrics(Observer, JobEvents):
         )
         self.digest_mismatches = Counter(
             "mirrord_digest_mismatches_total",
-            "Content that did not match its digest or size.",
+            "Blobs or manifests that did not match their digest or size, by the registry that "
+            "served them (each detection, including those a re-fetch healed).",
+            ["registry"],
+            registry=r,
+        )
+        self.tls = Gauge(
+            "mirrord_registry_tls_mode",
+            "1 for how a registry is reached: verify, insecure (no certificate check) or "
+            "plain-http.",
+            ["registry", "mode"],
             registry=r,
         )
         self.queue_depth = Gauge("mirrord_queue_depth", "Jobs waiting in the queue.", registry=r)
@@ -142,6 +160,7 @@ class Metrics(Observer, JobEvents):
             "mirrord_scheduler_running", "1 while the scheduler task runs.", registry=r
         )
         self._backoff_until: dict[str, float] = {}
+        self._dirty = asyncio.Event()
 
     def render(self) -> bytes:
         self._refresh_backoff()
@@ -172,27 +191,38 @@ class Metrics(Observer, JobEvents):
     def transfers_changed(self, delta: int) -> None:
         self.in_flight.inc(delta)
 
+    def digest_mismatch(self, registry: str) -> None:
+        self.digest_mismatches.labels(registry).inc()
+
+    def tls_mode(self, registry: str, mode: str) -> None:
+        for known in TLS_MODES:
+            self.tls.labels(registry, known).set(1 if known == mode else 0)
+
     def _refresh_backoff(self) -> None:
         now = time.monotonic()
-        for registry, until in self._backoff_until.items():
+        # Rendering runs in a thread while the event loop may add registries: iterate a copy.
+        for registry, until in list(self._backoff_until.items()):
             self.backoff.labels(registry).set(max(0.0, until - now))
 
     # -- job events ----------------------------------------------------------------------------
 
+    def started(self, job: StoredJob) -> None:
+        self._dirty.set()
+
     def finished(self, job: StoredJob, outcome: JobOutcome, duration: float) -> None:
         self.jobs_finished.labels(job.kind.value, outcome.outcome, "").inc()
         self.job_duration.labels(job.kind.value).observe(duration)
-        if job.kind.value == "copy":
+        if job.kind is JobKind.COPY:
             self.tags.labels(outcome.outcome).inc()
+        self._dirty.set()
 
     def failed(
         self, job: StoredJob, error: BaseException, state: JobState | None, duration: float
     ) -> None:
-        outcome = state.value if state is not None else "lost"
+        outcome = FAILED_OUTCOMES.get(state, "lost")
         self.jobs_finished.labels(job.kind.value, outcome, reason_of(error)).inc()
         self.job_duration.labels(job.kind.value).observe(duration)
-        if isinstance(error, IntegrityError):
-            self.digest_mismatches.inc()
+        self._dirty.set()
 
     # -- gauges from the database --------------------------------------------------------------
 
@@ -208,15 +238,20 @@ class Metrics(Observer, JobEvents):
                 self.source_last_success.labels(name).set(source.last_success_at)
             self.source_pending.labels(name).set(source.pending)
             if source.last_run_status is not None:
-                for status in ("running", "succeeded", "failed", "cancelled"):
+                for status in RUN_STATUSES:
                     value = 1 if source.last_run_status.value == status else 0
                     self.source_last_status.labels(name, status).set(value)
 
-    async def keep_fresh(self, store: Store, every: float = 5.0) -> None:
-        """Refresh the database gauges forever (run as a background task)."""
+    async def keep_fresh(self, store: Store, every: float = 5.0, gap: float = 0.5) -> None:
+        """Refresh the database gauges forever (run as a background task): every `every`
+        seconds, and soon after a job ends, but at most once per `gap` seconds, so a burst of
+        finishing jobs costs a few queries, not one per job."""
         while True:
+            self._dirty.clear()
             try:
                 await self.refresh_from(store)
             except Exception as exc:  # a failed refresh must not stop the daemon
                 log.warning("metrics refresh failed: %s", exc)
-            await asyncio.sleep(every)
+            await asyncio.sleep(gap)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), every - gap)

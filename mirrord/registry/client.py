@@ -143,6 +143,7 @@ class RegistryClient:
         if is_digest(reference):
             actual = compute_digest(raw, reference.split(":", 1)[0])
             if actual != reference:
+                self.http.observer.digest_mismatch(self.host)
                 raise IntegrityError(f"{self.host}: {what}: content digest is {actual}")
         return raw, media_type
 

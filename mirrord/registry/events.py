@@ -30,5 +30,12 @@ class Observer:
     def transfers_changed(self, delta: int) -> None:
         """A blob stream started (+1) or ended (-1)."""
 
+    def digest_mismatch(self, registry: str) -> None:
+        """Content from `registry` did not match its descriptor (digest or size)."""
+
+    def tls_mode(self, registry: str, mode: str) -> None:
+        """The first exchange with a registry settled how it is reached: verify, insecure
+        (HTTPS without certificate checks) or plain-http."""
+
 
 NULL_OBSERVER = Observer()

@@ -67,6 +67,7 @@ ERROR_BODY_CAP = 64 * 1024
 TOKEN_BODY_CAP = 1024 * 1024
 DEFAULT_CONNECTIONS = 32
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_PAUSE = 900.0  # the longest Retry-After obeyed: a bogus "1 day" must not stall a registry
 
 # A request body: nothing, bytes (replayable), or a one-shot stream (never retried).
 Body = bytes | AsyncIterable[bytes] | None
@@ -246,6 +247,11 @@ class RegistryHttp:
                 if i + 1 == len(schemes):
                     raise
                 continue
+            # skopeo's no-verify ends up as one of the plain modes: report the one in effect.
+            reached = TLSMode.PLAIN_HTTP if scheme == "http" else self.options.tls
+            if reached is TLSMode.SKOPEO_NO_VERIFY:
+                reached = TLSMode.INSECURE
+            self.observer.tls_mode(self.host, reached.value)
             return base
         raise AssertionError("unreachable")
 
@@ -438,9 +444,10 @@ class RegistryHttp:
         raise cls(text, registry=self.host, status=resp.status, codes=codes)
 
     def _pause_for(self, retry_after: float | None) -> None:
-        self.observer.rate_limited(self.host, retry_after)
-        if retry_after is not None:
-            self.gate.pause(min(retry_after, 900.0))
+        pause = None if retry_after is None else min(retry_after, MAX_PAUSE)
+        self.observer.rate_limited(self.host, pause)
+        if pause is not None:
+            self.gate.pause(pause)
 
     def _auth_hint(self) -> str:
         creds = self.auth.credentials
