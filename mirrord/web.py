@@ -1,7 +1,7 @@
 """The daemon's HTTP endpoints: /metrics, /healthz, /readyz, /api/status, /api/jobs.
 
-Bound to 127.0.0.1 by default. With `http.token-file` set, every endpoint but /healthz wants
-`Authorization: Bearer <token>`. Handlers never hold the event loop: metrics are rendered from
+Bound to 127.0.0.1 by default. With `http.token-file` set, /metrics and /api/* want
+`Authorization: Bearer <token>`; /healthz and /readyz stay open for probes. Handlers never hold the event loop: metrics are rendered from
 in-memory counters (database gauges are refreshed by a background task).
 """
 
@@ -21,6 +21,9 @@ from mirrord.status import collect_status, job_facts
 from mirrord.store import JobState, Store, migrate
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Probes (systemd, Docker HEALTHCHECK, Kubernetes) rarely carry a token; these two answer
+# booleans only, so they stay open. /metrics and /api show names and errors: token-protected.
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 @dataclass
@@ -41,7 +44,7 @@ def _authorized(request: web.Request, token: Secret | None) -> bool:
 def make_app(state: WebState) -> web.Application:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path != "/healthz" and not _authorized(request, state.token):
+        if request.path not in OPEN_PATHS and not _authorized(request, state.token):
             return web.json_response({"error": "unauthorized"}, status=401)
         return await handler(request)
 
