@@ -1,8 +1,9 @@
 """The daemon's HTTP endpoints: /metrics, /healthz, /readyz, /api/status, /api/jobs.
 
 Bound to 127.0.0.1 by default. With `http.token-file` set, /metrics and /api/* want
-`Authorization: Bearer <token>`; /healthz and /readyz stay open for probes. Handlers never hold the event loop: metrics are rendered from
-in-memory counters (database gauges are refreshed by a background task).
+`Authorization: Bearer <token>`; /healthz and /readyz stay open for probes. Handlers never
+hold the event loop: metrics are rendered in a thread from in-memory counters (database gauges
+are refreshed by a background task, never by a scrape).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from mirrord.status import collect_status, job_facts
 from mirrord.store import JobState, Store, migrate
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Probes (systemd, Docker HEALTHCHECK, Kubernetes) rarely carry a token; these two answer
+# booleans only, so they stay open. /metrics and /api show names and errors: token-protected.
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 # Probes (systemd, Docker HEALTHCHECK, Kubernetes) rarely carry a token; these two answer
 # booleans only, so they stay open. /metrics and /api show names and errors: token-protected.
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})

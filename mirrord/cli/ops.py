@@ -19,7 +19,7 @@ from mirrord.cli.config_cmds import report_config_error
 from mirrord.config.daemon import MirrorConfig
 from mirrord.config.load import load_config
 from mirrord.errors import ConfigError, InvalidReference
-from mirrord.logs import setup_logging
+from mirrord.logs import held_records, replay, setup_logging
 from mirrord.scheduler import MANUAL_PRIORITY, enqueue_run
 from mirrord.status import collect_status, job_facts, render_jobs, render_status
 from mirrord.store import JobState, RunTrigger, Store
@@ -73,9 +73,11 @@ def run_daemon(values: dict[str, Any]) -> None:
     """Run the daemon: schedule syncs, run jobs, serve /metrics (SIGTERM drains, SIGHUP reloads)."""
     from mirrord.daemon import Daemon
 
-    config = _load(values["config"])
-    setup_logging(config.log.level, config.log.format)
-    daemon = _construct(lambda: Daemon(values["config"], values["drain"]))
+    # The config says how to log, so what loading it logs is held and written after set-up.
+    with held_records() as loading:
+        daemon = _construct(lambda: Daemon(values["config"], values["drain"]))
+    setup_logging(daemon.config.log.level, daemon.config.log.format, timestamps=True)
+    replay(loading)
     try:
         run(daemon.run())
     except OSError as exc:

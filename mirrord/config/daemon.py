@@ -36,9 +36,10 @@ _LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):(?P<port>[0-9
 
 
 class LogSpec(Model):
-    """`log`: JSON lines for the daemon (journald, shippers) or text for people."""
+    """`log`: JSON lines for the daemon (journald, shippers) or text for people; `auto` picks
+    text when stderr is a terminal."""
 
-    format: Literal["json", "text"] = "json"
+    format: Literal["auto", "json", "text"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
