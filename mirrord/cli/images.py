@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,12 @@ from mirrord.cli.common import (
     registry_options,
     run,
 )
-from mirrord.errors import InvalidReference, ManifestUnknown
+from mirrord.cli.local import copy_any, inspect_any, is_local
+from mirrord.errors import IntegrityError, InvalidManifest, InvalidReference, ManifestUnknown
 from mirrord.manifests import Descriptor, compute_digest, parse_manifest, select_instance
 from mirrord.model import Platform, PlatformPolicy
 from mirrord.refs import ImageReference
+from mirrord.registry.client import RegistryClient
 from mirrord.registry.options import RegistryOptions
 from mirrord.transfer import CopyResult, copy_image
 from mirrord.transports.base import BlobOutcome
@@ -32,6 +35,7 @@ from mirrord.transports.location import DockerLocation, parse_location
 from mirrord.units import human_bytes
 
 DEFAULT_BLOB_STREAMS = 6
+MAX_CONFIG_SIZE = 4 * 1024 * 1024
 
 
 def _docker(text: str, default_tag: str | None = "latest") -> ImageReference:
@@ -104,12 +108,20 @@ class CopyPrinter:
 @registry_flags("dest")
 @pass_values
 def copy(values: dict[str, Any]) -> None:
-    """Copy an image between registries, verifying every byte.
+    """Copy an image between registries and local layouts, verifying every byte.
 
-    SOURCE and DESTINATION are docker://REGISTRY/REPO[:TAG|@DIGEST] references.
+    SOURCE and DESTINATION are docker://REGISTRY/REPO[:TAG|@DIGEST], dir:PATH,
+    oci:PATH[:REF], docker-archive:PATH[:REPO:TAG] or registry-storage:PATH:REPO[:TAG].
     """
     if values.get("fmt"):
         fail("--format: mirrord never converts manifests (digests are always preserved)", 2)
+    if is_local(values["source"], values["destination"]):
+        printer = CopyPrinter(values["quiet"])
+        shown_src, shown_dst, result = copy_any(values, platform_policy(values), printer.blob)
+        printer.done(shown_src, shown_dst, result)
+        if values.get("digestfile"):
+            values["digestfile"].write_text(result.digest)
+        return
     src, dst = _docker(values["source"]), _docker(values["destination"], None)
     dst = dst if dst.tag or dst.digest else dst.with_tag(src.tag) if src.tag else dst
     policy = platform_policy(values)
@@ -158,21 +170,29 @@ async def _copy(
 @pass_values
 def inspect(values: dict[str, Any]) -> None:
     """Show an image's manifest digest, platform, layers and config (like skopeo inspect)."""
+    if is_local(values["image"]):
+        click.echo(inspect_any(values, global_flags().system_platform()), nl=not values["raw"])
+        return
     ref = _docker(values["image"])
     output = run(
         _inspect(ref, registry_options("", values), values, global_flags().system_platform())
     )
-    click.echo(output, nl=not values["raw"])
+    if isinstance(output, bytes):  # --raw: the registry's bytes exactly, nothing added
+        sys.stdout.flush()
+        sys.stdout.buffer.write(output)
+        sys.stdout.buffer.flush()
+    else:
+        click.echo(output)
 
 
 async def _inspect(
     ref: ImageReference, options: RegistryOptions, values: dict[str, Any], platform: Platform
-) -> str:
+) -> str | bytes:
     async with ClientPool(lambda host, role: options) as pool:
         client = pool.source(ref.registry)
         raw, media_type = await client.get_manifest(ref.repository, ref.reference)
-        if values["raw"]:
-            return raw.decode("utf-8", "replace")
+        if values["raw"] and not values["show_config"]:
+            return raw
         top = parse_manifest(raw, media_type, ref.digest)
         image = top
         if top.is_index:
@@ -181,34 +201,48 @@ async def _inspect(
                 *await client.get_manifest(ref.repository, chosen.digest), chosen.digest
             )
         config_desc = image.blobs[0] if image.blobs else None
+        if values["raw"]:  # --raw --config: the config blob's bytes, as skopeo prints them
+            return await _config_bytes(client, ref.repository, config_desc)
         config = await _read_config(client, ref.repository, config_desc)
         if values["show_config"]:
             return json.dumps(config, indent=4)
         tags = [] if values["no_tags"] else await client.list_tags(ref.repository)
-        return json.dumps(_summary(ref, top.digest, image, config, tags), indent=4)
+        return json.dumps(_summary(ref.name, top.digest, image, config, tags), indent=4)
 
 
-async def _read_config(client: Any, repo: str, desc: Descriptor | None) -> dict[str, Any]:
-    if desc is None or desc.size > 4 * 1024 * 1024 or "json" not in desc.media_type:
-        return {}
+async def _config_bytes(client: RegistryClient, repo: str, desc: Descriptor | None) -> bytes:
+    """The config blob, verified; empty when there is none or it is no JSON config."""
+    if desc is None or desc.size > MAX_CONFIG_SIZE or "json" not in desc.media_type:
+        return b""
     chunks = []
     async with client.open_blob(repo, desc.digest) as (_, body):
         async for chunk in body:
             chunks.append(chunk)
     data = b"".join(chunks)
     if compute_digest(data, desc.digest.split(":")[0]) != desc.digest:
-        raise InvalidReference(f"config blob {desc.digest} does not match its digest")
-    parsed = json.loads(data)
+        raise IntegrityError(f"{client.host}: config blob {desc.digest} does not match its digest")
+    return data
+
+
+async def _read_config(
+    client: RegistryClient, repo: str, desc: Descriptor | None
+) -> dict[str, Any]:
+    data = await _config_bytes(client, repo, desc)
+    try:
+        parsed = json.loads(data) if data else {}
+    except (ValueError, RecursionError):
+        raise InvalidManifest(f"{client.host}: config blob of {repo} is not valid JSON") from None
     return parsed if isinstance(parsed, dict) else {}
 
 
 def _summary(
-    ref: ImageReference, digest: str, image: Any, config: dict[str, Any], tags: list[str]
+    name: str, digest: str, image: Any, config: dict[str, Any], tags: list[str]
 ) -> dict[str, Any]:
     cfg = config.get("config") or {}
     layers = image.blobs[1:]
+    variant = {"Variant": config["variant"]} if config.get("variant") else {}  # skopeo: omitempty
     return {
-        "Name": ref.name,
+        "Name": name,
         "Digest": digest,
         "RepoTags": tags,
         "Created": config.get("created"),
@@ -216,7 +250,7 @@ def _summary(
         "Labels": cfg.get("Labels"),
         "Architecture": config.get("architecture", ""),
         "Os": config.get("os", ""),
-        "Variant": config.get("variant"),
+        **variant,
         "Layers": [layer.digest for layer in layers],
         "LayersData": [
             {

@@ -109,7 +109,7 @@ def load_or_exit(load: Callable[[], MirrorConfig]) -> MirrorConfig:
     "-s",
     "--src",
     "src_transport",
-    type=click.Choice(["yaml", "docker"]),
+    type=click.Choice(["yaml", "docker", "dir", "oci", "registry-storage"]),
     default="yaml",
     show_default=True,
     help="SOURCE kind, as skopeo sync's --src.",
@@ -118,7 +118,7 @@ def load_or_exit(load: Callable[[], MirrorConfig]) -> MirrorConfig:
     "-d",
     "--dest",
     "dest_transport",
-    type=click.Choice(["docker"]),
+    type=click.Choice(["docker", "dir", "oci", "registry-storage"]),
     default="docker",
     show_default=True,
     help="DESTINATION kind, as skopeo sync's --dest.",
@@ -143,8 +143,13 @@ def sync(values: dict[str, Any]) -> None:
     """Mirror images once: `--config FILE`, or skopeo's `sync --src yaml FILE REGISTRY[/PREFIX]`.
 
     Runs every job to the end (failures do not stop the others), prints a summary and exits
-    0 when all succeeded, 3 when some failed, 2 for a bad configuration.
+    0 when all succeeded, 3 when some failed, 2 for a bad configuration. `--src` and `--dest`
+    also take dir, oci and registry-storage (local layouts; see docs/bundles.md).
     """
+    if values["src_transport"] not in ("yaml", "docker") or values["dest_transport"] != "docker":
+        from mirrord.cli.localsync import sync_local
+
+        raise SystemExit(sync_local(values))
     config = load_or_exit(lambda: _config(values))
     if values["retry_times"] is not None:
         spec = config.spec.model_copy(

@@ -1,0 +1,342 @@
+"""Reading `docker-archive:PATH[:REF]`: a `docker save` tarball, never extracted.
+
+Two kinds of archive are read:
+- with `oci-layout` and `index.json` members (what mirrord writes, and `docker save` since
+  Docker 25): manifests and blobs are read from `blobs/<alg>/<hex>` byte for byte, so digests
+  survive the trip;
+- classic ones (`manifest.json` + `<id>/layer.tar`): there is no registry manifest, so one is
+  made, as skopeo does: a Docker schema2 manifest naming the config and each layer file by the
+  digest of its bytes (gzip'd files keep their compression). Its digest is therefore new.
+
+REF is `repo:tag` (matched against RepoTags, `docker.io/library/` spelt or not), or `@N`, the
+N-th image of manifest.json. Members are looked up by name in an index built once; names with
+`..`, absolute names and links that leave the archive are refused, and nothing is written to
+disk: member bytes are read with pread() at their offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import posixpath
+import tarfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeGuard
+
+from mirrord.errors import IntegrityError, InvalidReference, LocalStorageError
+from mirrord.manifests import (
+    DOCKER_MANIFEST,
+    MAX_MANIFEST_SIZE,
+    Descriptor,
+    Manifest,
+    compute_digest,
+    parse_manifest,
+)
+from mirrord.refs import ImageReference, check_digest, is_digest
+from mirrord.transports.base import BlobOrigin, ManifestInfo
+from mirrord.transports.jsonfile import load_json, string_map
+from mirrord.transports.localfs import CHUNK
+from mirrord.transports.ocilayout import IndexEntry, parse_index
+
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+CONTAINERD_NAME = "io.containerd.image.name"
+MAX_LINK_DEPTH = 8
+MAX_METADATA = 64 * 1024 * 1024
+
+
+def member_name(name: str) -> str:
+    """A member name normalised (`./a//b` -> `a/b`); hostile names are refused."""
+    clean = posixpath.normpath(name) if name else ""
+    if name.startswith("/") or clean.startswith("../") or clean in ("..", ".", "") or "\0" in name:
+        raise LocalStorageError(f"archive member {name[:120]!r}: refusing an unsafe name")
+    return clean
+
+
+@dataclass(frozen=True, slots=True)
+class DockerEntry:
+    """One image of a classic manifest.json."""
+
+    config: str
+    repo_tags: tuple[str, ...]
+    layers: tuple[str, ...]
+
+
+def same_reference(a: str, b: str) -> bool:
+    """`app:v1` and `docker.io/library/app:v1` name the same image."""
+    if a == b:
+        return True
+    try:
+        return ImageReference.parse(a) == ImageReference.parse(b)
+    except InvalidReference:
+        return False
+
+
+class ArchiveReader:
+    """Random access to the members of an uncompressed tar file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise LocalStorageError(f"{path}: {exc.strerror}") from None
+        try:
+            self._members = self._index()
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def _index(self) -> dict[str, tarfile.TarInfo]:
+        members: dict[str, tarfile.TarInfo] = {}
+        try:
+            with tarfile.open(fileobj=os.fdopen(os.dup(self._fd), "rb"), mode="r:") as tar:
+                for info in tar:
+                    if info.isdir():
+                        continue
+                    if info.issparse():
+                        raise LocalStorageError(f"{self.path}: sparse member {info.name!r}")
+                    members[member_name(info.name)] = info
+        except tarfile.TarError as exc:
+            raise LocalStorageError(f"{self.path}: not a readable tar archive ({exc})") from None
+        return members
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> ArchiveReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def names(self) -> list[str]:
+        return sorted(self._members)
+
+    def _regular(self, name: str) -> tarfile.TarInfo | None:
+        """The regular member `name` stands for, following in-archive links."""
+        for _ in range(MAX_LINK_DEPTH):
+            info = self._members.get(name)
+            if info is None:
+                return None
+            if info.isreg():
+                return info
+            if info.issym():
+                name = member_name(posixpath.join(posixpath.dirname(name), info.linkname))
+            elif info.islnk():
+                name = member_name(info.linkname)
+            else:
+                raise LocalStorageError(f"{self.path}: member {name!r} is not a file")
+        raise LocalStorageError(f"{self.path}: member {name!r}: links nested too deep")
+
+    def size(self, name: str) -> int | None:
+        info = self._regular(name)
+        return None if info is None else info.size
+
+    def read(self, name: str, cap: int) -> bytes | None:
+        info = self._regular(name)
+        if info is None:
+            return None
+        if info.size > cap:
+            raise LocalStorageError(f"{self.path}: member {name!r} is larger than {cap} bytes")
+        return os.pread(self._fd, info.size, info.offset_data)
+
+    def hash(self, name: str) -> tuple[str, int, bool]:
+        """(sha256 digest, size, gzip'd?) of a member."""
+        info = self._regular(name)
+        if info is None:
+            raise LocalStorageError(f"{self.path}: member {name!r} is missing")
+        hasher = hashlib.sha256()
+        head = b""
+        for offset in range(0, info.size, CHUNK):
+            chunk = os.pread(self._fd, min(CHUNK, info.size - offset), info.offset_data + offset)
+            head = head or chunk[:2]
+            hasher.update(chunk)
+        return f"sha256:{hasher.hexdigest()}", info.size, head == b"\x1f\x8b"
+
+    @contextlib.asynccontextmanager
+    async def chunks(self, name: str, size: int) -> AsyncIterator[AsyncIterator[bytes]]:
+        info = self._regular(name)
+        if info is None:
+            raise LocalStorageError(f"{self.path}: member {name!r} is missing")
+        if info.size != size:
+            raise IntegrityError(f"{self.path}: {name} is {info.size} bytes, {size} expected")
+
+        async def read() -> AsyncIterator[bytes]:
+            for offset in range(0, size, CHUNK):
+                n = min(CHUNK, size - offset)
+                yield await asyncio.to_thread(os.pread, self._fd, n, info.offset_data + offset)
+
+        yield read()
+
+    # -- the two views -------------------------------------------------------------------
+
+    def oci_entries(self) -> list[IndexEntry] | None:
+        """index.json's entries when the archive is also an OCI layout, else None."""
+        if self._regular("oci-layout") is None:
+            return None
+        raw = self.read("index.json", MAX_METADATA)
+        return None if raw is None else parse_index(raw, f"{self.path}: index.json")
+
+    def docker_entries(self) -> list[DockerEntry]:
+        raw = self.read("manifest.json", MAX_METADATA)
+        if raw is None:
+            return []
+        doc = load_json(raw, f"{self.path}: manifest.json")
+        if not isinstance(doc, list):
+            raise LocalStorageError(f"{self.path}: manifest.json is not a list")
+        return [
+            _docker_entry(item, f"{self.path}: manifest.json[{i}]") for i, item in enumerate(doc)
+        ]
+
+
+def _docker_entry(item: Any, where: str) -> DockerEntry:
+    if not isinstance(item, dict):
+        raise LocalStorageError(f"{where}: not an object")
+    config, tags, layers = item.get("Config"), item.get("RepoTags") or [], item.get("Layers")
+    if not (isinstance(config, str) and _strings(tags) and _strings(layers)):
+        raise LocalStorageError(f"{where}: needs Config, Layers (strings) and RepoTags")
+    return DockerEntry(
+        member_name(config), tuple(tags), tuple(member_name(layer) for layer in layers)
+    )
+
+
+def _strings(value: Any) -> TypeGuard[list[str]]:
+    return isinstance(value, list) and all(isinstance(x, str) for x in value)
+
+
+class ArchiveSource:
+    """An image of a docker-archive; `reference` (REF) picks it, empty for the only one."""
+
+    def __init__(self, reader: ArchiveReader, reference: str = "") -> None:
+        self.reader = reader
+        self.reference = reference
+        self.description = f"docker-archive:{reader.path}"
+        self._made: dict[str, tuple[Manifest, dict[str, str]]] = {}  # classic: digest -> files
+        self._top: tuple[str, str | None] | None = None
+
+    def __repr__(self) -> str:
+        return f"ArchiveSource({self.description!r})"
+
+    def names(self) -> list[str]:
+        """Every image name in the archive (for import and sync)."""
+        entries = self.reader.oci_entries()
+        if entries:
+            return sorted({_entry_name(e) for e in entries if _entry_name(e)})
+        return sorted({t for e in self.reader.docker_entries() for t in e.repo_tags})
+
+    def _find(self, reference: str) -> tuple[str, str | None]:
+        """(digest, media type) of the top manifest `reference` names."""
+        if is_digest(reference):
+            return reference, None
+        entries = self.reader.oci_entries()
+        if entries:
+            found = _pick_oci(entries, reference, self.description)
+            if found is not None:
+                return found.digest, found.media_type
+        return self._classic(reference).digest, DOCKER_MANIFEST
+
+    def _classic(self, reference: str) -> Manifest:
+        entries = self.reader.docker_entries()
+        entry = _pick_docker(entries, reference, self.description)
+        manifest, files = _made_manifest(self.reader, entry)
+        self._made[manifest.digest] = (manifest, files)
+        return manifest
+
+    def _read(self, digest: str, media_type: str | None) -> Manifest:
+        if digest in self._made:
+            return self._made[digest][0]
+        raw = self.reader.read(_blob_member(digest), MAX_MANIFEST_SIZE)
+        if raw is None:
+            raise LocalStorageError(f"{self.description}: manifest {digest} is missing")
+        if compute_digest(raw, digest.split(":", 1)[0]) != digest:
+            raise IntegrityError(f"{self.description}: manifest {digest} does not match its digest")
+        return parse_manifest(raw, media_type, digest)
+
+    async def head(self, reference: str) -> ManifestInfo | None:
+        try:
+            manifest = self._read(*self._find(reference or self.reference))
+        except LocalStorageError:
+            return None
+        return ManifestInfo(manifest.digest, manifest.media_type, manifest.size)
+
+    async def manifest(self, reference: str) -> tuple[bytes, str]:
+        manifest = self._read(*self._find(reference or self.reference))
+        return manifest.raw, manifest.media_type
+
+    def _member(self, digest: str) -> str:
+        for _, files in self._made.values():
+            if digest in files:
+                return files[digest]
+        return _blob_member(digest)
+
+    @contextlib.asynccontextmanager
+    async def blob(self, desc: Descriptor) -> AsyncIterator[AsyncIterator[bytes]]:
+        async with self.reader.chunks(self._member(desc.digest), desc.size) as chunks:
+            yield chunks
+
+    @property
+    def origin(self) -> BlobOrigin | None:
+        return None
+
+
+def _blob_member(digest: str) -> str:
+    return "blobs/" + "/".join(check_digest(digest).split(":", 1))
+
+
+def _entry_name(entry: IndexEntry) -> str:
+    """The fullest name of an OCI entry (containerd's full reference beats a bare tag)."""
+    full = string_map(entry.raw.get("annotations"), "index.json").get(CONTAINERD_NAME)
+    return full or entry.name or ""
+
+
+def _pick_oci(entries: list[IndexEntry], reference: str, where: str) -> IndexEntry | None:
+    if not reference:
+        if len(entries) != 1:
+            raise LocalStorageError(f"{where}: holds {len(entries)} images; name one (:REF)")
+        return entries[0]
+    for entry in entries:
+        if entry.name == reference or same_reference(_entry_name(entry), reference):
+            return entry
+    return None
+
+
+def _pick_docker(entries: list[DockerEntry], reference: str, where: str) -> DockerEntry:
+    if reference.startswith("@"):
+        try:
+            return entries[int(reference[1:])]
+        except (ValueError, IndexError):
+            raise LocalStorageError(f"{where}: no image {reference}") from None
+    if not reference:
+        if len(entries) != 1:
+            raise LocalStorageError(f"{where}: holds {len(entries)} images; name one (:REF)")
+        return entries[0]
+    for entry in entries:
+        if any(same_reference(tag, reference) for tag in entry.repo_tags):
+            return entry
+    raise LocalStorageError(f"{where}: no image named {reference!r}")
+
+
+def _made_manifest(reader: ArchiveReader, entry: DockerEntry) -> tuple[Manifest, dict[str, str]]:
+    """The schema2 manifest of a classic entry, and which member holds each of its blobs."""
+    config_digest, config_size, _ = reader.hash(entry.config)
+    files = {config_digest: entry.config}
+    layers = []
+    for name in entry.layers:
+        digest, size, gzipped = reader.hash(name)
+        files[digest] = name
+        media_type = DOCKER_LAYER_GZIP if gzipped else DOCKER_LAYER
+        layers.append({"mediaType": media_type, "size": size, "digest": digest})
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": {"mediaType": DOCKER_CONFIG, "size": config_size, "digest": config_digest},
+        "layers": layers,
+    }
+    return parse_manifest(json.dumps(doc, indent=3).encode(), DOCKER_MANIFEST), files

@@ -1,0 +1,353 @@
+"""Safe file operations under one root directory, shared by every local transport.
+
+Paths are built from components checked here (never empty, `.`, `..`, or holding `/` or NUL),
+and callers take those components from digests, tags and repository names validated in
+`mirrord.refs` (CVE-2024-3727: a digest is checked before it becomes a path). Nothing here
+follows a symlink: a parent directory whose real path is not exactly the path we built is
+refused, and final components are opened with O_NOFOLLOW. Writes are atomic: a temp file
+created with O_EXCL in the target's own directory, written, renamed over the target. With
+`durable` the file and then its directory are fsynced, as containers/image does; bundles
+instead call `sync()` once at the end, before they write the file that marks them complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import errno
+import fcntl
+import hashlib
+import os
+import secrets
+import stat
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from mirrord.errors import IntegrityError, LocalStorageError
+
+CHUNK = 1 << 20
+FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# A hard link that fails for one of these reasons falls back to reflink, then to a copy.
+_NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES})
+
+
+def check_component(part: str) -> str:
+    """`part` if it is one safe path component, else LocalStorageError."""
+    if not part or part in (".", "..") or "/" in part or "\0" in part or len(part) > 255:
+        raise LocalStorageError(f"refusing unsafe path component {part[:80]!r}")
+    return part
+
+
+class LocalRoot:
+    """A directory that local transports read and write below, and never outside of."""
+
+    def __init__(self, root: Path, *, create: bool = False, durable: bool = True) -> None:
+        if create:
+            root.mkdir(parents=True, exist_ok=True)
+        if not root.is_dir():
+            raise LocalStorageError(f"{root}: no such directory")
+        self.root = Path(os.path.realpath(root))
+        self.durable = durable
+        self._dirs: set[Path] = {self.root}  # checked: real directories, no symlink on the way
+
+    def __repr__(self) -> str:
+        return f"LocalRoot({str(self.root)!r})"
+
+    def path(self, *parts: str) -> Path:
+        """root/parts..., each part checked by `check_component`."""
+        return self.root.joinpath(*map(check_component, parts))
+
+    # -- checks ----------------------------------------------------------------------------
+
+    def _inside(self, path: Path) -> None:
+        if path != self.root and self.root not in path.parents:
+            raise LocalStorageError(f"{path}: outside {self.root}")
+
+    def _parent_ok(self, path: Path) -> bool:
+        """True when path's parent exists as a real directory below the root; False when it
+        does not exist; LocalStorageError when a symlink or a file stands in the way."""
+        self._inside(path)
+        parent = path.parent
+        if parent in self._dirs:
+            return True
+        if not os.path.lexists(parent):
+            return False
+        if os.path.realpath(parent) != str(parent):
+            raise LocalStorageError(f"refusing to follow a symlink on the way to {path}")
+        if not parent.is_dir():
+            return False
+        self._dirs.add(parent)
+        return True
+
+    def stat_file(self, path: Path) -> int | None:
+        """Size of the regular file at `path`; None when absent; an error for anything else."""
+        if not self._parent_ok(path):
+            return None
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            raise LocalStorageError(f"refusing symlink {path}")
+        if not stat.S_ISREG(st.st_mode):
+            raise LocalStorageError(f"{path}: not a regular file")
+        return st.st_size
+
+    def is_dir(self, path: Path) -> bool:
+        """Whether `path` is a real directory (a symlink to one is refused)."""
+        if not self._parent_ok(path):
+            return False
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        if stat.S_ISLNK(st.st_mode):
+            raise LocalStorageError(f"refusing symlink {path}")
+        return stat.S_ISDIR(st.st_mode)
+
+    def list_dir(self, path: Path) -> list[str]:
+        """Names in directory `path`, sorted ([] when absent); symlinks in it are refused."""
+        if not self.is_dir(path):
+            return []
+        self._dirs.add(path)
+        names = []
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    raise LocalStorageError(f"refusing symlink {path / entry.name}")
+                names.append(entry.name)
+        return sorted(names)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def open_file(self, path: Path) -> int:
+        """A read-only descriptor for the regular file at `path` (never through a symlink)."""
+        if not self._parent_ok(path):
+            raise LocalStorageError(f"{path}: no such file")
+        try:
+            fd = os.open(path, _READ_FLAGS)
+        except FileNotFoundError:
+            raise LocalStorageError(f"{path}: no such file") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise LocalStorageError(f"refusing symlink {path}") from None
+            raise LocalStorageError(f"{path}: {exc.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise LocalStorageError(f"{path}: not a regular file")
+        return fd
+
+    def read_file(self, path: Path, cap: int) -> bytes | None:
+        """The file's bytes (None when absent); LocalStorageError when larger than `cap`."""
+        if self.stat_file(path) is None:
+            return None
+        with os.fdopen(self.open_file(path), "rb") as f:
+            data = f.read(cap + 1)
+        if len(data) > cap:
+            raise LocalStorageError(f"{path}: larger than {cap} bytes")
+        return data
+
+    @contextlib.asynccontextmanager
+    async def chunks(self, path: Path, size: int) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Stream a file expected to hold `size` bytes (a short or long file is an error)."""
+        f = os.fdopen(self.open_file(path), "rb", buffering=0)
+        try:
+            actual = os.fstat(f.fileno()).st_size
+            if actual != size:
+                raise IntegrityError(f"{path}: {actual} bytes, {size} expected (truncated?)")
+            yield _read_chunks(f)
+        finally:
+            f.close()
+
+    def hash_file(self, path: Path, algorithm: str = "sha256") -> tuple[str, int]:
+        """(digest, size) of the file's bytes."""
+        hasher, size = hashlib.new(algorithm), 0
+        with os.fdopen(self.open_file(path), "rb", buffering=0) as f:
+            while chunk := f.read(CHUNK):
+                hasher.update(chunk)
+                size += len(chunk)
+        return f"{algorithm}:{hasher.hexdigest()}", size
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def makedirs(self, directory: Path) -> None:
+        """Create `directory` and its parents below the root; refuse symlinks and files."""
+        if directory in self._dirs:
+            return
+        self._inside(directory)
+        self.makedirs(directory.parent)
+        try:
+            directory.mkdir(0o755)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(directory).st_mode):
+                raise LocalStorageError(
+                    f"{directory}: exists and is not a directory (or is a symlink)"
+                ) from None
+        self._dirs.add(directory)
+
+    def _temp(self, path: Path) -> tuple[Path, int]:
+        self.makedirs(path.parent)
+        temp = path.parent / f".{path.name[:200]}.tmp-{secrets.token_hex(6)}"
+        return temp, os.open(temp, _TEMP_FLAGS, 0o644)
+
+    def _commit(self, temp: Path, path: Path) -> None:
+        # rename() replaces a symlink planted at `path` itself; it never writes through one.
+        temp.rename(path)
+        if self.durable:
+            self.sync_dir(path.parent)
+
+    def write_bytes(self, path: Path, data: bytes) -> None:
+        """Atomically replace `path` with `data`."""
+        temp, fd = self._temp(path)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                if self.durable:
+                    os.fsync(f.fileno())
+            self._commit(temp, path)
+        except BaseException:
+            _unlink_quietly(temp)
+            raise
+
+    def link_file(self, source: Path, path: Path) -> bool:
+        """Hard-link `source` (a checked file) to `path`; False when links are impossible here."""
+        self.makedirs(path.parent)
+        temp = path.parent / f".{path.name[:200]}.tmp-{secrets.token_hex(6)}"
+        try:
+            os.link(source, temp, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno in _NO_LINK:
+                return False
+            raise LocalStorageError(f"linking {source} to {path}: {exc.strerror}") from None
+        try:
+            self._commit(temp, path)
+        except BaseException:
+            _unlink_quietly(temp)
+            raise
+        return True
+
+    def clone_file(self, source_fd: int, path: Path) -> bool:
+        """Reflink (copy-on-write clone) into `path`; False when the filesystem cannot."""
+        temp, fd = self._temp(path)
+        try:
+            fcntl.ioctl(fd, FICLONE, source_fd)
+            if self.durable:
+                os.fsync(fd)
+        except OSError:
+            os.close(fd)
+            _unlink_quietly(temp)
+            return False
+        os.close(fd)
+        try:
+            self._commit(temp, path)
+        except BaseException:
+            _unlink_quietly(temp)
+            raise
+        return True
+
+    def writer(self, path: Path, digest: str, size: int) -> VerifyingWriter:
+        """A temp file that becomes `path` only if its bytes match `digest` and `size`."""
+        temp, fd = self._temp(path)
+        return VerifyingWriter(self, temp, path, os.fdopen(fd, "wb"), digest, size)
+
+    def remove(self, path: Path) -> None:
+        """Delete the file at `path` if it exists (unlink never follows a symlink)."""
+        self._inside(path)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+    def sync_dir(self, directory: Path) -> None:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def sync(self) -> None:
+        """Make everything written below the root durable (one syncfs for the filesystem)."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if _syncfs(fd) != 0:
+                os.sync()
+        finally:
+            os.close(fd)
+
+    def walk_files(self, directory: Path) -> Iterator[Path]:
+        """Every regular file below `directory` (depth first, sorted); symlinks are refused."""
+        for name in self.list_dir(directory):
+            path = directory / name
+            if self.is_dir(path):
+                yield from self.walk_files(path)
+            else:
+                self.stat_file(path)  # refuses devices, sockets, ...
+                yield path
+
+
+class VerifyingWriter:
+    """Writes a blob to a temp file, hashing as it goes; `commit()` renames it into place only
+    when the size and digest match, so a corrupt or short source never lands under its name."""
+
+    def __init__(
+        self,
+        fs: LocalRoot,
+        temp: Path,
+        path: Path,
+        f: BinaryIO,
+        digest: str,
+        size: int,
+    ) -> None:
+        self._fs, self._temp, self._path = fs, temp, path
+        self._file = f
+        self._digest, self._size = digest, size
+        self._hasher = hashlib.new(digest.split(":", 1)[0])
+        self._written = 0
+
+    def write(self, chunk: bytes) -> None:
+        self._written += len(chunk)
+        if self._written > self._size:
+            raise IntegrityError(f"blob {self._digest}: more than the {self._size} bytes declared")
+        self._hasher.update(chunk)
+        self._file.write(chunk)
+
+    def commit(self, *, check_digest: bool = True) -> None:
+        """Rename into place if the bytes match (without `check_digest`: the size only)."""
+        algorithm = self._digest.split(":", 1)[0]
+        actual = f"{algorithm}:{self._hasher.hexdigest()}"
+        if self._written != self._size:
+            raise IntegrityError(
+                f"{self._path.name}: {self._written} bytes, {self._size} declared (truncated?)"
+            )
+        if check_digest and actual != self._digest:
+            raise IntegrityError(f"blob {self._digest}: content digest is {actual} (corrupt)")
+        if self._fs.durable:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        self._file.close()
+        self._fs._commit(self._temp, self._path)
+
+    def abort(self) -> None:
+        self._file.close()
+        _unlink_quietly(self._temp)
+
+
+async def _read_chunks(f: BinaryIO) -> AsyncIterator[bytes]:
+    while chunk := await asyncio.to_thread(f.read, CHUNK):
+        yield chunk
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+def _syncfs(fd: int) -> int:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        result: int = libc.syncfs(fd)
+    except (OSError, AttributeError):
+        return -1
+    return result
