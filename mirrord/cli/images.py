@@ -21,6 +21,7 @@ from mirrord.cli.common import (
     registry_options,
     run,
 )
+from mirrord.cli.live import CopyPrinter
 from mirrord.cli.local import copy_any, inspect_any, is_local
 from mirrord.errors import IntegrityError, InvalidManifest, InvalidReference, ManifestUnknown
 from mirrord.manifests import Descriptor, compute_digest, parse_manifest, select_instance
@@ -29,10 +30,8 @@ from mirrord.refs import ImageReference
 from mirrord.registry.client import RegistryClient
 from mirrord.registry.options import RegistryOptions
 from mirrord.transfer import CopyResult, copy_image
-from mirrord.transports.base import BlobOutcome
 from mirrord.transports.docker import ClientPool, RegistryDestination, RegistrySource
 from mirrord.transports.location import DockerLocation, parse_location
-from mirrord.units import human_bytes
 
 DEFAULT_BLOB_STREAMS = 6
 MAX_CONFIG_SIZE = 4 * 1024 * 1024
@@ -57,33 +56,6 @@ def platform_policy(values: dict[str, Any]) -> PlatformPolicy:
 
 def _ref_in_repo(ref: ImageReference) -> str:
     return ref.reference
-
-
-class CopyPrinter:
-    """skopeo-like progress lines: one per blob, then the manifest."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-
-    def blob(self, desc: Descriptor, outcome: BlobOutcome) -> None:
-        if not self.quiet:
-            size = human_bytes(desc.size)
-            click.echo(
-                f"Copying blob {desc.digest[:19]} ({size}): {outcome.value.replace('_', ' ')}"
-            )
-
-    def done(self, src: str, dst: str, result: CopyResult) -> None:
-        if self.quiet:
-            return
-        if result.skipped:
-            click.echo(f"Skipping: {dst} is already at {result.digest}")
-            return
-        if result.note:
-            click.echo(f"Note: {result.note}")
-        click.echo(
-            f"Copied {src} -> {dst} ({result.digest}, {human_bytes(result.bytes)} "
-            f"in {result.duration:.1f}s)"
-        )
 
 
 @main.command()
@@ -157,6 +129,7 @@ async def _copy(
             policy,
             skip_unchanged=skip_unchanged,
             on_blob=printer.blob,
+            on_bytes=printer.moved,
         )
 
 
