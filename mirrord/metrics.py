@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -19,6 +20,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     generate_latest,
+    write_to_textfile,
 )
 
 from mirrord import __version__
@@ -165,6 +167,12 @@ class Metrics(Observer, JobEvents):
     def render(self) -> bytes:
         self._refresh_backoff()
         return generate_latest(self.registry)
+
+    def write_textfile(self, path: Path) -> None:
+        """Write every metric for node_exporter's textfile collector (atomically: a temporary
+        file renamed into place, so the collector never reads half a file)."""
+        self._refresh_backoff()
+        write_to_textfile(str(path), self.registry)
 
     # -- registry observer ---------------------------------------------------------------------
 

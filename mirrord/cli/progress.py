@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import sys
 import time
 
@@ -36,6 +37,7 @@ class SyncProgress(Observer, JobEvents):
                 self._render(), console=self._console, refresh_per_second=4, transient=True
             )
             self._live.start()
+            atexit.register(self._live.stop)  # errors exit through sys.exit: restore the tty
 
     # -- hooks ---------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -35,9 +35,13 @@ from mirrord.logs import setup_logging
 from mirrord.oneshot import OneShotResult, sync_once
 from mirrord.plan import plan, render_plan
 from mirrord.refs import ImageReference
+from mirrord.registry.events import Observers
 from mirrord.registry.options import RegistryOptions
 from mirrord.store import JobKind, JobState, Store
 from mirrord.transports.docker import ClientPool, OptionsFor
+
+if TYPE_CHECKING:
+    from mirrord.metrics import Metrics
 
 
 def state_database(value: str | None) -> str:
@@ -133,6 +137,11 @@ def load_or_exit(load: Callable[[], MirrorConfig]) -> MirrorConfig:
 @click.option("--retry-times", type=click.IntRange(0), help="Retries per image (default 4).")
 @click.option("--digestfile", type=click.Path(path_type=Path), help="Write DIGEST REF lines.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report here.")
+@click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="At the end, write the run's metrics here (for node_exporter's textfile collector).",
+)
 @click.option("--state-db", metavar="PATH|URL|throwaway", help="Job database of this sync.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
 @authfile_flag
@@ -168,8 +177,11 @@ def sync(values: dict[str, Any]) -> None:
         return
     database = config.database if values["config"] else state_database(values["state_db"])
     progress = SyncProgress(quiet=values["quiet"])
-    result = run(_sync(config, database, options_for, progress))
+    metrics = _metrics() if values["metrics_file"] else None
+    result = run(_sync(config, database, options_for, progress, metrics))
     progress.summary(result)
+    if metrics is not None:
+        metrics.write_textfile(values["metrics_file"])
     if values["report"]:
         write_report(values["report"], result)
     if values["digestfile"]:
@@ -177,11 +189,25 @@ def sync(values: dict[str, Any]) -> None:
     raise SystemExit(EXIT_OK if result.ok else EXIT_PARTIAL)
 
 
+def _metrics() -> Metrics:
+    from mirrord.metrics import Metrics  # prometheus-client only when asked for
+
+    return Metrics()
+
+
 async def _sync(
-    config: MirrorConfig, database: str, options_for: OptionsFor, progress: SyncProgress
+    config: MirrorConfig,
+    database: str,
+    options_for: OptionsFor,
+    progress: SyncProgress,
+    metrics: Metrics | None = None,
 ) -> OneShotResult:
+    listeners = (progress,) if metrics is None else (progress, metrics)
     async with await Store.open(database) as store:
-        return await sync_once(config, store, options_for, progress, (progress,))
+        result = await sync_once(config, store, options_for, Observers(*listeners), listeners)
+        if metrics is not None:
+            await metrics.refresh_from(store)  # last success, run status, queue: from the database
+        return result
 
 
 def write_report(path: Path, result: OneShotResult) -> None:

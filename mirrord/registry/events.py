@@ -37,5 +37,51 @@ class Observer:
         """The first exchange with a registry settled how it is reached: verify, insecure
         (HTTPS without certificate checks) or plain-http."""
 
+    def digest_mismatch(self, registry: str) -> None:
+        """Content from `registry` did not match its descriptor (digest or size)."""
+
+    def tls_mode(self, registry: str, mode: str) -> None:
+        """The first exchange with a registry settled how it is reached: verify, insecure
+        (HTTPS without certificate checks) or plain-http."""
+
+
+class Observers(Observer):
+    """Reports every callback to several observers (the metrics and a progress display)."""
+
+    def __init__(self, *targets: Observer) -> None:
+        self.targets = targets
+
+    def request(self, registry: str, method_class: str, status: int) -> None:
+        for target in self.targets:
+            target.request(registry, method_class, status)
+
+    def transferred(self, registry: str, direction: str, nbytes: int) -> None:
+        for target in self.targets:
+            target.transferred(registry, direction, nbytes)
+
+    def rate_limited(self, registry: str, retry_after: float | None) -> None:
+        for target in self.targets:
+            target.rate_limited(registry, retry_after)
+
+    def ratelimit_remaining(self, registry: str, remaining: int) -> None:
+        for target in self.targets:
+            target.ratelimit_remaining(registry, remaining)
+
+    def blob_placed(self, outcome: str) -> None:
+        for target in self.targets:
+            target.blob_placed(outcome)
+
+    def transfers_changed(self, delta: int) -> None:
+        for target in self.targets:
+            target.transfers_changed(delta)
+
+    def digest_mismatch(self, registry: str) -> None:
+        for target in self.targets:
+            target.digest_mismatch(registry)
+
+    def tls_mode(self, registry: str, mode: str) -> None:
+        for target in self.targets:
+            target.tls_mode(registry, mode)
+
 
 NULL_OBSERVER = Observer()

@@ -22,6 +22,7 @@ from tests.harness.registry import MakeRegistry, RegistryServer
 from tests.harness.skopeo import inspect_raw
 from tests.ops.support import (
     MIRRORD,
+    Samples,
     daemon_config,
     mirrord_cli,
     seed_images,
@@ -84,10 +85,11 @@ async def test_sync_report_and_digestfile_name_every_tag(
     ]
     config = daemon_config(tmp_path, destination=mirror.host, sources=sources)
     report, digests = tmp_path / "report.json", tmp_path / "digests.txt"
+    textfile = tmp_path / "mirrord.prom"
 
     done = await mirrord_cli(
         "sync", "--config", str(config), "--report", str(report), "--digestfile", str(digests),
-        check=False,
+        "--metrics-file", str(textfile), check=False,
     )  # fmt: skip
 
     assert done.returncode == 3, done.stderr  # one tag failed, the others were copied
@@ -113,6 +115,15 @@ async def test_sync_report_and_digestfile_name_every_tag(
         assert entries[ref.removeprefix("docker://")]["digest"] == digest
         raw = await asyncio.to_thread(inspect_raw, mirror, registry_ref)
         assert digest == "sha256:" + hashlib.sha256(raw).hexdigest()
+
+    # The timer's way to alert: node_exporter's textfile collector reads what the run wrote.
+    metrics = Samples.parse(textfile.read_text())
+    assert metrics.value("mirrord_tags_total", result="copied") == 3
+    assert metrics.value("mirrord_jobs_finished_total", outcome="failed") == 1
+    assert metrics.value("mirrord_source_last_run_status", source="apps", status="succeeded") == 1
+    assert metrics.value("mirrord_source_last_run_status", source="missing", status="failed") == 1
+    assert metrics.value("mirrord_source_last_success_timestamp_seconds", source="apps") > 0
+    assert metrics.value("mirrord_destination_written_bytes_total", registry=mirror.host) > 0
 
     again = await mirrord_cli("sync", "--config", str(config), "--report", str(report), check=False)
     assert re.search(r"0 copied, 3 unchanged, 1 failed", again.stderr), again.stderr
