@@ -28,27 +28,15 @@ from mirrord.engine import Engine, EngineLimits
 from mirrord.errors import MirrordError
 from mirrord.metrics import Metrics
 from mirrord.registry.options import RegistryOptions
-from mirrord.retry import BackoffPolicy
 from mirrord.runner import JobRunner
 from mirrord.scheduler import Scheduler
 from mirrord.store import Store
 from mirrord.web import WebState, make_app, serve
-from mirrord.worker import FanOut, JobLog, PoolSettings, WorkerPool
+from mirrord.worker import FanOut, JobLog, WorkerPool, pool_settings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DRAIN = 30.0
-
-
-def pool_settings(config: MirrorConfig) -> PoolSettings:
-    retry = config.retry
-    return PoolSettings(
-        size=config.limits.jobs,
-        job_timeout=config.limits.job_timeout.total_seconds(),
-        retry=BackoffPolicy(
-            base=retry.base.total_seconds(), cap=retry.max.total_seconds(), attempts=retry.attempts
-        ),
-    )
 
 
 class Daemon:

@@ -103,7 +103,7 @@ class Engine:
         destination = RegistryDestination(
             self.pool.destination(dst.registry), dst.repository, self.blobs
         )
-        result = await copy_image(
+        return await copy_image(
             source,
             request.source.reference,
             destination,
@@ -112,17 +112,6 @@ class Engine:
             on_bytes=self._counter(request),
             on_blob=lambda desc, outcome: self.observer.blob_placed(outcome.value),
         )
-        if dst.tag:
-            await self.store.tags.record(
-                dst.registry,
-                dst.repository,
-                dst.tag,
-                result.digest,
-                source_ref=str(request.source),
-                source_name=request.source_name,
-                copied=not result.skipped,
-            )
-        return result
 
     def _counter(self, request: CopyRequest) -> Callable[[int], None]:
         src, dst = request.source.registry, request.destination.registry

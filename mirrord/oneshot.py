@@ -13,16 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from mirrord.config.daemon import MirrorConfig
-from mirrord.daemon import pool_settings
 from mirrord.engine import Engine, EngineLimits
 from mirrord.registry.events import Observer
 from mirrord.runner import JobRunner
 from mirrord.scheduler import enqueue_run
 from mirrord.store import Job, RunStatus, RunSummary, RunTrigger, Store
 from mirrord.transports.docker import OptionsFor
-from mirrord.worker import FanOut, JobEvents, JobLog, WorkerPool
+from mirrord.worker import FanOut, JobEvents, JobLog, WorkerPool, pool_settings
 
-POLL = 0.2
+POLL = 0.5
 
 
 @dataclass(frozen=True, slots=True)

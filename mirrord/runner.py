@@ -7,11 +7,29 @@ from collections.abc import Callable
 
 from mirrord.config.daemon import MirrorConfig
 from mirrord.engine import Engine
+from mirrord.model import CopyRequest
 from mirrord.scheduler import copy_jobs, find_selection
-from mirrord.store import Job, JobKind
+from mirrord.store import Job, JobKind, TagUpdate
+from mirrord.transfer import CopyResult
 from mirrord.worker import JobOutcome
 
 log = logging.getLogger(__name__)
+
+
+def tag_update(request: CopyRequest, result: CopyResult) -> TagUpdate | None:
+    """What to remember about the destination tag (for the immutable-tags skip)."""
+    dst = request.destination
+    if dst.tag is None or not result.digest:
+        return None
+    return TagUpdate(
+        dst.registry,
+        dst.repository,
+        dst.tag,
+        result.digest,
+        str(request.source),
+        request.source_name,
+        copied=not result.skipped,
+    )
 
 
 class JobRunner:
@@ -27,8 +45,15 @@ class JobRunner:
     async def __call__(self, job: Job) -> JobOutcome:
         if job.kind is JobKind.LIST:
             return await self._list(job)
-        result = await self.engine.copy(job.copy_request())
-        return JobOutcome(result.outcome, result.digest or None, result.bytes, result.bytes)
+        request = job.copy_request()
+        result = await self.engine.copy(request)
+        return JobOutcome(
+            result.outcome,
+            result.digest or None,
+            result.bytes,
+            result.bytes,
+            tag_update(request, result),
+        )
 
     async def _list(self, job: Job) -> JobOutcome:
         config = self.config()

@@ -78,6 +78,10 @@ async def gather_all(coros: Iterable[Awaitable[T]]) -> list[T]:
         raise
 
 
+async def _none() -> None:
+    return None
+
+
 class ImageCopy:
     """One copy of one image between two transports. Use `copy_image()`."""
 
@@ -101,12 +105,16 @@ class ImageCopy:
         self, src_ref: str, dst_ref: str | None, skip_unchanged: bool = True
     ) -> CopyResult:
         started = time.monotonic()
-        head = await self.source.head(src_ref)
-        if head is None:
-            raise ManifestUnknown(f"{self.source.description}: {src_ref} not found")
         check = skip_unchanged and dst_ref is not None
         whole = self.policy.mode is PlatformMode.ALL
-        if check and whole and await self._unchanged(dst_ref, head.digest):
+        # The two HEADs of the up-to-date check go out together: one round trip, not two.
+        head, current = await asyncio.gather(
+            self.source.head(src_ref),
+            self.destination.head(dst_ref) if check and whole and dst_ref else _none(),
+        )
+        if head is None:
+            raise ManifestUnknown(f"{self.source.description}: {src_ref} not found")
+        if current is not None and current.digest == head.digest:
             return self._result(head.digest, head.digest, True, started)
         top = await self._select(await self._fetch(head.digest))
         if check and not whole and await self._unchanged(dst_ref, top.digest):

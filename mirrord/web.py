@@ -25,9 +25,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Probes (systemd, Docker HEALTHCHECK, Kubernetes) rarely carry a token; these two answer
 # booleans only, so they stay open. /metrics and /api show names and errors: token-protected.
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-# Probes (systemd, Docker HEALTHCHECK, Kubernetes) rarely carry a token; these two answer
-# booleans only, so they stay open. /metrics and /api show names and errors: token-protected.
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 @dataclass
@@ -89,7 +86,7 @@ def make_app(state: WebState) -> web.Application:
 async def _readiness(state: WebState) -> dict[str, bool]:
     try:
         revision = await migrate.current_revision(state.store.db)
-        database, migrated = True, revision == migrate.head_revision()
+        database, migrated = True, revision == migrate.head_from_files()
     except Exception:
         database, migrated = False, False
     return {"database": database, "migrations": migrated, "scheduler": state.scheduler_running()}

@@ -5,17 +5,18 @@ from __future__ import annotations
 import atexit
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.live import Live
-from rich.text import Text
 
 from mirrord.oneshot import OneShotResult
 from mirrord.registry.events import Observer
 from mirrord.store import Job, JobKind, JobState
 from mirrord.units import human_bytes
 from mirrord.worker import JobEvents, JobOutcome
+
+if TYPE_CHECKING:
+    from rich.live import Live
 
 PLAIN_EVERY = 10.0
 
@@ -30,11 +31,13 @@ class SyncProgress(Observer, JobEvents):
         self.copied = self.skipped = self.errors = self.retrying = 0
         self.bytes = 0
         self._last_line = self.started_at
-        self._console = Console(stderr=True)
         self._live: Live | None = None
         if self.tty and not quiet:
+            from rich.console import Console
+            from rich.live import Live  # imported only for a terminal: it is slow to import
+
             self._live = Live(
-                self._render(), console=self._console, refresh_per_second=4, transient=True
+                self._render(), console=Console(stderr=True), refresh_per_second=4, transient=True
             )
             self._live.start()
             atexit.register(self._live.stop)  # errors exit through sys.exit: restore the tty
@@ -79,7 +82,9 @@ class SyncProgress(Observer, JobEvents):
             f"{human_bytes(self.bytes)} written ({human_bytes(self.bytes / elapsed)}/s)"
         )
 
-    def _render(self) -> Text:
+    def _render(self) -> Any:
+        from rich.text import Text
+
         return Text(f"syncing: {self._line()}", style="bold")
 
     def _say(self, text: str, force: bool = False) -> None:

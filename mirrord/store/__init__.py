@@ -30,7 +30,9 @@ from mirrord.store.records import (
     RunSummary,
     RunTrigger,
     SourceStatus,
+    Success,
     TagState,
+    TagUpdate,
 )
 from mirrord.store.store import Store
 from mirrord.store.tags import TagStates
@@ -60,7 +62,9 @@ __all__ = [
     "RunTrigger",
     "SourceStatus",
     "Store",
+    "Success",
     "TagState",
     "TagStates",
+    "TagUpdate",
     "default_database_url",
 ]

@@ -107,7 +107,10 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_engine(url: URL, begin: str) -> AsyncEngine:
-    engine = create_async_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+    # Every use is an explicit BEGIN...COMMIT, so the pool need not roll back on check-in.
+    engine = create_async_engine(
+        url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}, pool_reset_on_return=None
+    )
     event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
 
     def on_begin(conn: Any) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Update, exists, select, update
+from sqlalchemy import Update, bindparam, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mirrord.model import CopyRequest
@@ -27,8 +27,11 @@ from mirrord.store.records import (
     JobState,
     NewJob,
     RequeueResult,
+    Success,
     bounded,
 )
+from mirrord.store.runs import complete_runs
+from mirrord.store.tags import upsert_tags
 from mirrord.store.transitions import (
     Requeue,
     finish,
@@ -71,6 +74,36 @@ def _rows(
             "created_at": now,
         }
     return list(rows.values()), duplicates
+
+
+_SUCCEED_MANY = (
+    update(jobs)
+    .where(J.id == bindparam("b_id"), J.worker == bindparam("b_worker"))
+    .where(has_state(J.state, JobState.RUNNING))
+    .values(
+        state=JobState.SUCCEEDED.value,
+        finished_at=bindparam("b_now"),
+        lease_until=None,
+        outcome=bindparam("b_outcome"),
+        digest=bindparam("b_digest"),
+        bytes_written=bindparam("b_written"),
+        bytes_read=bindparam("b_read"),
+        duration=bindparam("b_duration"),
+    )
+)
+
+
+def _success_params(success: Success, now: float) -> dict[str, Any]:
+    return {
+        "b_id": success.job_id,
+        "b_worker": success.worker,
+        "b_now": now,
+        "b_outcome": bounded(success.outcome, REASON_MAX),
+        "b_digest": success.digest,
+        "b_written": success.bytes_written,
+        "b_read": success.bytes_read,
+        "b_duration": success.duration,
+    }
 
 
 class JobVerbs(Component):
@@ -183,6 +216,34 @@ class JobVerbs(Component):
             return bool(await finish_and_complete(conn, statement, now))
 
         return await self._db.write(work, "recording a success")
+
+    async def succeed_many(self, successes: Sequence[Success]) -> set[int]:
+        """Record many successes, and their tag updates, in one transaction; returns the ids
+        recorded (a job its worker no longer owns is left alone, its tag update too).
+
+        One SELECT finds the jobs still owned, one executemany UPDATE finishes them: a
+        statement per job would cost a driver round trip each."""
+        if not successes:
+            return set()
+        now = self._clock()
+
+        async def work(conn: AsyncConnection) -> set[int]:
+            ids = [s.job_id for s in successes]
+            rows = await conn.execute(
+                select(J.id, J.worker, J.run_id).where(
+                    J.id.in_(ids), has_state(J.state, JobState.RUNNING)
+                )
+            )
+            owners = {row.id: (row.worker, row.run_id) for row in rows}
+            mine = [s for s in successes if owners.get(s.job_id, ("",))[0] == s.worker]
+            if mine:
+                await conn.execute(_SUCCEED_MANY, [_success_params(s, now) for s in mine])
+            tags = [s.tag for s in mine if s.tag is not None]
+            await upsert_tags(conn, self._db, tags, now)
+            await complete_runs(conn, {owners[s.job_id][1] for s in mine}, now)
+            return {s.job_id for s in mine}
+
+        return await self._db.write(work, "recording successes")
 
     async def fail(
         self, job_id: int, worker: str, reason: str, message: str, retry_at: float | None = None

@@ -7,13 +7,13 @@ by hand, e.g. `alembic -c migrations/alembic.ini -x database=URL upgrade head`.
 
 from __future__ import annotations
 
+import re
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mirrord.errors import StoreError
@@ -21,9 +21,18 @@ from mirrord.store.db import Database
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 MIGRATION_LOCK_KEY = 0x6D6972726F7264  # "mirrord"
+_REVISION = re.compile(r'^(down_revision|revision)\b[^=]*=\s*"([^"]+)"', re.MULTILINE)
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic is imported only when a migration has to run: a database already at the head (every
+# start but the first after an upgrade) is checked with one SELECT, which keeps start-up fast.
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config
+
     if not (MIGRATIONS_DIR / "env.py").is_file():
         raise StoreError(f"database migrations not found in {MIGRATIONS_DIR}")
     config = Config()
@@ -32,22 +41,53 @@ def alembic_config() -> Config:
 
 
 def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+@cache
+def head_from_files() -> str | None:
+    """The head revision read from the version files (no Alembic import); None if unclear."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        for key, value in _REVISION.findall(path.read_text(encoding="utf-8")):
+            (revisions if key == "revision" else parents).add(value)
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+async def _stored_revision(db: Database) -> str | None:
+    async def work(conn: AsyncConnection) -> str | None:
+        try:
+            row = (await conn.execute(text("SELECT version_num FROM alembic_version"))).first()
+        except DBAPIError:  # no table yet: a new database
+            return None
+        return None if row is None else str(row[0])
+
+    return await db.read(work, "reading the schema revision")
+
+
 def _upgrade(connection: Connection, revision: str) -> None:
+    from alembic import command
+
     config = alembic_config()
     config.attributes["connection"] = connection  # env.py migrates on our transaction
     command.upgrade(config, revision)
 
 
 def _downgrade(connection: Connection, revision: str) -> None:
+    from alembic import command
+
     config = alembic_config()
     config.attributes["connection"] = connection
     command.downgrade(config, revision)
 
 
 def _current(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection).get_current_revision()
 
 
@@ -65,6 +105,9 @@ async def lock_for_migration(conn: AsyncConnection) -> None:
 
 async def upgrade(db: Database, revision: str = "head") -> None:
     """Apply migrations up to `revision` in one write transaction."""
+    head = head_from_files()
+    if revision == "head" and head is not None and await _stored_revision(db) == head:
+        return
     alembic_config()  # fail with a clear message before touching the database
 
     async def work(conn: AsyncConnection) -> None:

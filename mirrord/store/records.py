@@ -164,6 +164,33 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True)
+class TagUpdate:
+    """What a copy job learnt about its destination tag (written with the job's success)."""
+
+    registry: str
+    repo: str
+    tag: str
+    digest: str
+    source_ref: str
+    source_name: str = ""
+    copied: bool = True  # False: the tag was found up to date; the last copy time is kept
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    """One job's success, for `succeed_many`."""
+
+    job_id: int
+    worker: str
+    outcome: str
+    digest: str | None = None
+    bytes_written: int = 0
+    bytes_read: int = 0
+    duration: float | None = None
+    tag: TagUpdate | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class EnqueueResult:
     """`job_ids` are the new jobs; a key that already had a queued job counts as a duplicate."""
 

@@ -2,16 +2,54 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mirrord.store.db import Component
+from mirrord.store.db import Component, Database
 from mirrord.store.models import tag_state
-from mirrord.store.records import TagState
+from mirrord.store.records import TagState, TagUpdate
 
 T = tag_state.c
+
+
+def upsert_tags(
+    conn: AsyncConnection, db: Database, updates: Sequence[TagUpdate], now: float
+) -> Any:
+    """Write tag state rows (one statement per kind of update); returns an awaitable."""
+    return _upsert(conn, db, updates, now)
+
+
+async def _upsert(
+    conn: AsyncConnection, db: Database, updates: Sequence[TagUpdate], now: float
+) -> None:
+    for copied in (True, False):
+        rows = [_tag_row(u, now) for u in updates if u.copied is copied]
+        if not rows:
+            continue
+        statement = db.insert(tag_state)
+        changes: dict[str, Any] = {name: statement.excluded[name] for name in rows[0]}
+        if not copied:
+            del changes["copied_at"]
+        statement = statement.on_conflict_do_update(
+            index_elements=[T.registry, T.repo, T.tag], set_=changes
+        )
+        await conn.execute(statement, rows)
+
+
+def _tag_row(update: TagUpdate, now: float) -> dict[str, Any]:
+    return {
+        "registry": update.registry,
+        "repo": update.repo,
+        "tag": update.tag,
+        "digest": update.digest,
+        "source_ref": update.source_ref,
+        "source_name": update.source_name,
+        "copied_at": now,
+        "checked_at": now,
+    }
 
 
 class TagStates(Component):
