@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mirrord.model import CopyRequest
 from mirrord.refs import ImageReference
-from mirrord.store import JobKind, JobState, NewJob, Store
+from mirrord.store import JobKind, JobState, NewJob, RunStatus, Store, Success, TagUpdate
 from tests.store.support import FakeClock, copy_jobs, get_job
 
 
@@ -284,3 +284,37 @@ async def test_oldest_queued_age_counts_from_the_due_time(store: Store, clock: F
     await q.enqueue(copy_jobs(1, "later"), due_at=clock.now + 1000)
     clock.advance(42)
     assert await q.oldest_queued_age() == 42
+
+
+async def test_succeed_many_records_owned_jobs_and_their_tags_in_one_go(store: Store) -> None:
+    q = store.queue
+    run_id = await q.create_run("once")
+    await q.enqueue(copy_jobs(3), run_id)
+    await q.close_run(run_id)
+    jobs = await q.claim("w1", limit=3)
+    mine, lost, theirs = jobs
+    await q.cancel(lost.id)  # an operator cancelled it: its success must not be recorded
+    digest = "sha256:" + "c" * 64
+    tag = TagUpdate("reg.example", "app", "t0", digest, "src.example/app:t0", "hub")
+    done = await q.succeed_many(
+        [
+            Success(mine.id, "w1", "copied", digest=digest, bytes_written=10, tag=tag),
+            Success(lost.id, "w1", "copied"),
+            Success(theirs.id, "w2", "skipped"),  # not w2's job
+        ]
+    )
+    assert done == {mine.id}
+    recorded = await get_job(q, mine.id)
+    assert (recorded.state, recorded.outcome, recorded.bytes_written) == (
+        JobState.SUCCEEDED,
+        "copied",
+        10,
+    )
+    assert (await get_job(q, theirs.id)).state is JobState.RUNNING
+    state = await store.tags.get("reg.example", "app", "t0")
+    assert state is not None
+    assert state.digest == digest
+    await q.succeed_many([Success(theirs.id, "w1", "skipped")])
+    run = await q.run(run_id)
+    assert run is not None
+    assert (run.status, run.jobs_succeeded, run.jobs_cancelled) == (RunStatus.SUCCEEDED, 2, 1)
