@@ -21,4 +21,7 @@ COMMANDS = {
     "enqueue": "mirrord.cli.ops",
     "db": "mirrord.cli.db",
     "demo": "mirrord.cli.demo",
+    "export": "mirrord.cli.bundle",
+    "import": "mirrord.cli.bundle",
+    "verify": "mirrord.cli.bundle",
 }

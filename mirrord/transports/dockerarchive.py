@@ -96,7 +96,10 @@ class ArchiveReader:
     def _index(self) -> dict[str, tarfile.TarInfo]:
         members: dict[str, tarfile.TarInfo] = {}
         try:
-            with tarfile.open(fileobj=os.fdopen(os.dup(self._fd), "rb"), mode="r:") as tar:
+            with (
+                os.fdopen(os.dup(self._fd), "rb") as f,
+                tarfile.open(fileobj=f, mode="r:") as tar,
+            ):
                 for info in tar:
                     if info.isdir():
                         continue
@@ -231,23 +234,22 @@ class ArchiveSource:
             return sorted({_entry_name(e) for e in entries if _entry_name(e)})
         return sorted({t for e in self.reader.docker_entries() for t in e.repo_tags})
 
-    def _find(self, reference: str) -> tuple[str, str | None]:
-        """(digest, media type) of the top manifest `reference` names."""
+    def _find(self, reference: str) -> tuple[str, str | None] | None:
+        """(digest, media type) of the top manifest `reference` names; None when absent."""
         if is_digest(reference):
-            return reference, None
+            known = reference in self._made or self.reader.size(_blob_member(reference)) is not None
+            return (reference, None) if known else None
         entries = self.reader.oci_entries()
         if entries:
             found = _pick_oci(entries, reference, self.description)
             if found is not None:
                 return found.digest, found.media_type
-        return self._classic(reference).digest, DOCKER_MANIFEST
-
-    def _classic(self, reference: str) -> Manifest:
-        entries = self.reader.docker_entries()
-        entry = _pick_docker(entries, reference, self.description)
+        entry = _pick_docker(self.reader.docker_entries(), reference, self.description)
+        if entry is None:
+            return None
         manifest, files = _made_manifest(self.reader, entry)
         self._made[manifest.digest] = (manifest, files)
-        return manifest
+        return manifest.digest, DOCKER_MANIFEST
 
     def _read(self, digest: str, media_type: str | None) -> Manifest:
         if digest in self._made:
@@ -260,14 +262,17 @@ class ArchiveSource:
         return parse_manifest(raw, media_type, digest)
 
     async def head(self, reference: str) -> ManifestInfo | None:
-        try:
-            manifest = self._read(*self._find(reference or self.reference))
-        except LocalStorageError:
+        found = self._find(reference or self.reference)
+        if found is None:
             return None
+        manifest = self._read(*found)
         return ManifestInfo(manifest.digest, manifest.media_type, manifest.size)
 
     async def manifest(self, reference: str) -> tuple[bytes, str]:
-        manifest = self._read(*self._find(reference or self.reference))
+        found = self._find(reference or self.reference)
+        if found is None:
+            raise LocalStorageError(f"{self.description}: no image {reference or self.reference!r}")
+        manifest = self._read(*found)
         return manifest.raw, manifest.media_type
 
     def _member(self, digest: str) -> str:
@@ -307,12 +312,10 @@ def _pick_oci(entries: list[IndexEntry], reference: str, where: str) -> IndexEnt
     return None
 
 
-def _pick_docker(entries: list[DockerEntry], reference: str, where: str) -> DockerEntry:
+def _pick_docker(entries: list[DockerEntry], reference: str, where: str) -> DockerEntry | None:
     if reference.startswith("@"):
-        try:
-            return entries[int(reference[1:])]
-        except (ValueError, IndexError):
-            raise LocalStorageError(f"{where}: no image {reference}") from None
+        index = reference[1:]
+        return entries[int(index)] if index.isdigit() and int(index) < len(entries) else None
     if not reference:
         if len(entries) != 1:
             raise LocalStorageError(f"{where}: holds {len(entries)} images; name one (:REF)")
@@ -320,7 +323,7 @@ def _pick_docker(entries: list[DockerEntry], reference: str, where: str) -> Dock
     for entry in entries:
         if any(same_reference(tag, reference) for tag in entry.repo_tags):
             return entry
-    raise LocalStorageError(f"{where}: no image named {reference!r}")
+    return None
 
 
 def _made_manifest(reader: ArchiveReader, entry: DockerEntry) -> tuple[Manifest, dict[str, str]]:

@@ -183,10 +183,11 @@ class LocalRoot:
         try:
             directory.mkdir(0o755)
         except FileExistsError:
-            if not stat.S_ISDIR(os.lstat(directory).st_mode):
-                raise LocalStorageError(
-                    f"{directory}: exists and is not a directory (or is a symlink)"
-                ) from None
+            mode = os.lstat(directory).st_mode
+            if stat.S_ISLNK(mode):
+                raise LocalStorageError(f"refusing to follow a symlink at {directory}") from None
+            if not stat.S_ISDIR(mode):
+                raise LocalStorageError(f"{directory}: exists and is not a directory") from None
         self._dirs.add(directory)
 
     def _temp(self, path: Path) -> tuple[Path, int]:

@@ -235,6 +235,11 @@ class OciSource:
         return None if entry is None else (entry.digest, entry.media_type)
 
     async def head(self, reference: str) -> ManifestInfo | None:
+        if not is_digest(reference):
+            entry = self.layout.find(reference)
+            return (
+                None if entry is None else ManifestInfo(entry.digest, entry.media_type, entry.size)
+            )
         found = self._resolve(reference)
         if found is None:
             return None

@@ -107,7 +107,10 @@ class RegistryStorage:
             return self._manifests[digest]
         raw = self.fs.read_file(self.blob_path(digest), MAX_MANIFEST_SIZE)
         if raw is None:
-            raise LocalStorageError(f"{self.fs.root}: manifest {digest} is missing")
+            raise LocalStorageError(
+                f"{self.fs.root}: manifest {digest} is missing "
+                "(if this is an incremental bundle, its base has it: import that first)"
+            )
         if compute_digest(raw, digest.split(":", 1)[0]) != digest:
             raise IntegrityError(f"{self.fs.root}: manifest {digest} does not match its digest")
         manifest = self._manifests[digest] = parse_manifest(raw, None, digest)
@@ -186,6 +189,9 @@ class StorageSource:
         digest = self.storage.resolve(self.repo, reference)
         if digest is None:
             return None
+        if self.fs.stat_file(self.storage.blob_path(digest)) is None:
+            # An incremental bundle names manifests its base carries: the digest is known.
+            return ManifestInfo(digest, "", 0)
         manifest = self.storage.read_manifest(digest)
         return ManifestInfo(digest, manifest.media_type, manifest.size)
 

@@ -1,0 +1,275 @@
+"""Reading a bundle, whatever its layout: a registry-storage or OCI directory, a docker-archive
+tar, or a packed `.tar`/`.tar.zst` (unpacked, checked, into a work directory first).
+
+Which images a bundle holds comes from its mirrord-bundle.json when it has one; otherwise from
+the layout itself (every tag of a registry's storage, every `repo:tag` entry of an OCI index or
+an archive), so a registry's storage directory copied by hand can be imported too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from mirrord.bundle.info import BUNDLE_FILE, BundleInfo
+from mirrord.bundle.pack import SUMS_FILE, is_packed_name, read_first_member, unpack
+from mirrord.errors import InvalidReference, LocalStorageError
+from mirrord.manifests import Descriptor
+from mirrord.refs import check_repository, check_tag, is_digest
+from mirrord.transports.base import ImageSource
+from mirrord.transports.dockerarchive import ArchiveReader, ArchiveSource
+from mirrord.transports.localfs import LocalRoot
+from mirrord.transports.ocilayout import OciLayout, OciSource
+from mirrord.transports.regstorage import V2, RegistryStorage
+
+MAX_INFO = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Entry:
+    """An image of a bundle and the reference that reads it from the bundle's source."""
+
+    repository: str
+    tag: str | None
+    reference: str
+
+    @property
+    def name(self) -> str:
+        return (
+            f"{self.repository}:{self.tag}" if self.tag else f"{self.repository}@{self.reference}"
+        )
+
+
+class Bundle(Protocol):
+    """A bundle opened for reading."""
+
+    format: str
+    path: Path
+    info: BundleInfo | None
+
+    def entries(self) -> list[Entry]: ...
+
+    def source(self, entry: Entry) -> ImageSource: ...
+
+    def blob_digests(self) -> set[str]:
+        """Digests of the data (blobs and manifests) physically in the bundle."""
+
+    def rehash(self, digest: str) -> tuple[str, int]:
+        """(digest, size) of the bytes stored under `digest`, computed from the bytes."""
+
+    def blob_problem(self, entry: Entry, desc: Descriptor) -> str | None:
+        """Why the image cannot use blob `desc` from the bundle (None: it can)."""
+
+    def scan(self) -> list[str]:
+        """Problems with the bundle's files as files (symlinks, strays)."""
+
+
+def _from_info(info: BundleInfo, reference: str) -> list[Entry]:
+    """Entries from a description; `reference` is "tag", "name" or "digest" (what reads it)."""
+    entries = []
+    for image in info.images:
+        if image.tag is None:
+            ref = image.digest
+        elif reference == "name":
+            ref = f"{image.repository}:{image.tag}"
+        else:
+            ref = image.tag
+        entries.append(Entry(image.repository, image.tag, ref))
+    return sorted(entries)
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    repo, _, tag = name.rpartition(":")
+    try:
+        return check_repository(repo), check_tag(tag)
+    except InvalidReference:
+        raise LocalStorageError(f"entry {name[:140]!r} names no repository (REPO:TAG)") from None
+
+
+class StorageBundle:
+    format = "registry-storage"
+
+    def __init__(self, path: Path, info: BundleInfo | None) -> None:
+        self.path = path
+        self.info = info
+        self.storage = RegistryStorage.open(path)
+
+    def entries(self) -> list[Entry]:
+        if self.info is not None:
+            return _from_info(self.info, "tag")
+        storage = self.storage
+        return [Entry(r, t, t) for r in storage.repositories() for t in storage.tags(r)]
+
+    def source(self, entry: Entry) -> ImageSource:
+        return self.storage.source(entry.repository)
+
+    def blob_digests(self) -> set[str]:
+        return self.storage.blob_digests()
+
+    def rehash(self, digest: str) -> tuple[str, int]:
+        return self.storage.fs.hash_file(self.storage.blob_path(digest))
+
+    def blob_problem(self, entry: Entry, desc: Descriptor) -> str | None:
+        storage = self.storage
+        if storage.read_link(storage.layer_link(entry.repository, desc.digest)) is None:
+            return f"{entry.repository}: no _layers link for {desc.digest}"
+        return _size_problem(storage.fs.stat_file(storage.blob_path(desc.digest)), desc)
+
+    def scan(self) -> list[str]:
+        return _scan(self.storage.fs)
+
+
+class OciBundle:
+    format = "oci"
+
+    def __init__(self, path: Path, info: BundleInfo | None) -> None:
+        self.path = path
+        self.info = info
+        self.layout = OciLayout.open(path)
+        self._source = OciSource(self.layout)
+
+    def entries(self) -> list[Entry]:
+        if self.info is not None:
+            return _from_info(self.info, "name")
+        return sorted(Entry(*_split_name(n), n) for n in self.layout.names())
+
+    def source(self, entry: Entry) -> ImageSource:
+        return self._source
+
+    def blob_digests(self) -> set[str]:
+        return self.layout.blob_digests()
+
+    def rehash(self, digest: str) -> tuple[str, int]:
+        return self.layout.fs.hash_file(self.layout.blob_path(digest))
+
+    def blob_problem(self, entry: Entry, desc: Descriptor) -> str | None:
+        return _size_problem(self.layout.fs.stat_file(self.layout.blob_path(desc.digest)), desc)
+
+    def scan(self) -> list[str]:
+        return _scan(self.layout.fs)
+
+
+class ArchiveBundle:
+    format = "docker-archive"
+
+    def __init__(self, path: Path, reader: ArchiveReader, info: BundleInfo | None) -> None:
+        self.path = path
+        self.reader = reader
+        self.info = info
+
+    def entries(self) -> list[Entry]:
+        if self.info is not None:
+            return _from_info(self.info, "name")
+        names = ArchiveSource(self.reader).names()
+        return sorted(Entry(*_split_name(n), n) for n in names)
+
+    def source(self, entry: Entry) -> ImageSource:
+        return ArchiveSource(self.reader, entry.reference)
+
+    def blob_digests(self) -> set[str]:
+        found = set()
+        for name in self.reader.names():
+            parts = name.split("/")
+            if len(parts) == 3 and parts[0] == "blobs" and is_digest(f"{parts[1]}:{parts[2]}"):
+                found.add(f"{parts[1]}:{parts[2]}")
+        return found
+
+    def rehash(self, digest: str) -> tuple[str, int]:
+        actual, size, _ = self.reader.hash("blobs/" + "/".join(digest.split(":", 1)))
+        return actual, size
+
+    def blob_problem(self, entry: Entry, desc: Descriptor) -> str | None:
+        return _size_problem(self.reader.size("blobs/" + "/".join(desc.digest.split(":", 1))), desc)
+
+    def scan(self) -> list[str]:
+        return []
+
+
+def _size_problem(size: int | None, desc: Descriptor) -> str | None:
+    if size is None:
+        return f"blob {desc.digest} is missing"
+    if size != desc.size:
+        return f"blob {desc.digest} is {size} bytes, {desc.size} expected (truncated?)"
+    return None
+
+
+def _scan(fs: LocalRoot) -> list[str]:
+    try:
+        stray = [p for p in fs.walk_files(fs.root) if ".tmp-" in p.name]
+    except LocalStorageError as exc:
+        return [str(exc)]
+    return [f"{p}: left over from an interrupted write" for p in stray[:10]]
+
+
+def read_info(path: Path) -> BundleInfo | None:
+    """A bundle's description, from a directory, a packed bundle or an archive; None if absent."""
+    if path.is_dir():
+        fs = LocalRoot(path)
+        raw = fs.read_file(fs.path(BUNDLE_FILE), MAX_INFO)
+    elif is_packed(path):
+        raw = read_first_member(path, BUNDLE_FILE, MAX_INFO)
+    else:
+        with ArchiveReader(path) as reader:
+            raw = reader.read(BUNDLE_FILE, MAX_INFO)
+    return None if raw is None else BundleInfo.from_bytes(raw, f"{path}: {BUNDLE_FILE}")
+
+
+def is_packed(path: Path) -> bool:
+    """A packed bundle (its description first), as opposed to a docker-archive tar."""
+    if path.name.endswith(".zst"):
+        return True
+    return read_first_member(path, BUNDLE_FILE, MAX_INFO) is not None and _has_sums(path)
+
+
+def _has_sums(path: Path) -> bool:
+    with contextlib.suppress(LocalStorageError), ArchiveReader(path) as reader:
+        return reader.size(SUMS_FILE) is not None and reader.size("manifest.json") is None
+    return False
+
+
+@contextlib.contextmanager
+def open_bundle(path: Path, workdir: Path | None = None) -> Iterator[Bundle]:
+    """Open a bundle for reading; a packed one is unpacked (and checked) under `workdir`."""
+    if not path.exists():
+        raise LocalStorageError(f"{path}: no such bundle")
+    if path.is_dir():
+        yield _open_dir(path)
+        return
+    if is_packed_name(path) and is_packed(path):
+        scratch = Path(tempfile.mkdtemp(prefix="mirrord-bundle-", dir=workdir))
+        try:
+            unpack(path, scratch / "bundle")
+            yield _open_dir(scratch / "bundle")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return
+    with ArchiveReader(path) as reader:
+        raw = reader.read(BUNDLE_FILE, MAX_INFO)
+        info = None if raw is None else BundleInfo.from_bytes(raw, f"{path}: {BUNDLE_FILE}")
+        yield ArchiveBundle(path, reader, info)
+
+
+def _open_dir(path: Path) -> Bundle:
+    info = read_info(path)
+    fs = LocalRoot(path)
+    if fs.is_dir(fs.path(*V2)):
+        return StorageBundle(path, info)
+    if fs.stat_file(fs.path("oci-layout")) is not None:
+        return OciBundle(path, info)
+    raise LocalStorageError(
+        f"{path}: not a bundle (neither a registry storage nor an OCI layout directory)"
+    )
+
+
+def covered_blobs(path: Path, workdir: Path | None = None) -> frozenset[str]:
+    """Every blob a previous bundle (and its own bases) carry: what `--since` leaves out."""
+    info = read_info(path) if path.exists() else None
+    if info is not None:
+        return info.covers
+    with open_bundle(path, workdir) as bundle:
+        return frozenset(bundle.blob_digests())

@@ -1,0 +1,194 @@
+"""`mirrord export` into a registry-storage bundle, served by a real `docker-registry serve`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.bundle.corpus import LIST_V1, Corpus, blob_files, mirrord, sha256
+from tests.harness.registry import RegistryServer
+from tests.harness.skopeo import inspect_raw, run_skopeo
+
+
+def served(tmp_path: Path, name: str = "airgap") -> RegistryServer:
+    """A registry (not started) whose storage directory is where the bundle goes."""
+    return RegistryServer(tmp_path / name)
+
+
+def test_bundle_is_served_by_distribution_with_identical_manifests(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    server = served(tmp_path)
+    result = mirrord(
+        "export", corpus.list_file(LIST_V1), server.storage_dir, "--from", corpus.storage_pool
+    )
+    assert result.exit_code == 0, result.output
+    with server:
+        for name in LIST_V1:
+            assert inspect_raw(server, name) == corpus.raw(name), name
+            # skopeo pulls every instance and blob through the air-gapped registry and
+            # checks each digest on the way.
+            run_skopeo(
+                "copy",
+                "--all",
+                "--src-tls-verify=false",
+                "--src-no-creds",
+                f"docker://{server.host}/{name}",
+                f"oci:{tmp_path / 'pulled'}:{name.replace('/', '-')}",
+            )
+
+
+def test_children_of_an_index_are_served_by_digest(corpus: Corpus, tmp_path: Path) -> None:
+    server = served(tmp_path)
+    mirrord(
+        "export",
+        corpus.list_file(("multi:latest",)),
+        server.storage_dir,
+        "--from",
+        corpus.storage_pool,
+    )
+    index = json.loads(corpus.raw("multi:latest"))
+    with server:
+        for child in index["manifests"]:
+            raw = inspect_raw(server, f"multi@{child['digest']}")
+            assert sha256(raw) == child["digest"]
+
+
+def test_blobs_are_hard_linked_from_a_pool_on_the_same_filesystem(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "bundle"
+    result = mirrord(
+        "export", corpus.list_file(("app/web:v1",)), bundle, "--from", corpus.storage_pool
+    )
+    assert result.exit_code == 0, result.output
+    image = corpus.images["app/web:v1"]
+    for digest in image.blobs:
+        hexdigest = digest.split(":", 1)[1]
+        ours = bundle / f"docker/registry/v2/blobs/sha256/{hexdigest[:2]}/{hexdigest}/data"
+        assert Path(ours).stat().st_ino == Path(corpus.registry.blob_path(digest)).stat().st_ino
+    assert "hard-linked" in result.output
+
+
+def test_bundle_holds_exactly_what_the_list_needs(corpus: Corpus, tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    mirrord(
+        "export",
+        corpus.list_file(("app/web:v1", "app/api:1.0")),
+        bundle,
+        "--from",
+        corpus.storage_pool,
+    )
+    web, api = corpus.images["app/web:v1"], corpus.images["app/api:1.0"]
+    expected = set(web.blobs) | set(api.blobs) | {web.digest, api.digest}
+    assert blob_files(bundle) == expected  # the shared base layer once
+    info = json.loads((bundle / "mirrord-bundle.json").read_bytes())
+    assert {(i["repository"], i["tag"], i["digest"]) for i in info["images"]} == {
+        ("app/web", "v1", web.digest),
+        ("app/api", "1.0", api.digest),
+    }
+    assert set(info["blobs"]) == expected
+
+
+def test_export_from_the_registry_itself_gives_the_same_bundle(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    from_storage, from_registry = tmp_path / "a", tmp_path / "b"
+    list_file = corpus.list_file(LIST_V1)
+    mirrord("export", list_file, from_storage, "--from", corpus.storage_pool)
+    result = mirrord(
+        "export", list_file, from_registry, "--from", corpus.docker_pool, "--src-tls-verify=false"
+    )
+    assert result.exit_code == 0, result.output
+    assert blob_files(from_registry) == blob_files(from_storage)
+    names = sorted(p.relative_to(from_storage).as_posix() for p in from_storage.rglob("link"))
+    assert names == sorted(
+        p.relative_to(from_registry).as_posix() for p in from_registry.rglob("link")
+    )
+
+
+def test_running_an_export_again_changes_nothing(corpus: Corpus, tmp_path: Path) -> None:
+    bundle, list_file = tmp_path / "bundle", corpus.list_file(LIST_V1)
+    mirrord("export", list_file, bundle, "--from", corpus.storage_pool)
+    before = {p: p.stat().st_mtime_ns for p in bundle.rglob("*") if p.is_file()}
+    result = mirrord("export", list_file, bundle, "--from", corpus.storage_pool)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("(unchanged)") == len(LIST_V1)
+    after = {p: p.stat().st_mtime_ns for p in bundle.rglob("*") if p.is_file()}
+    del before[bundle / "mirrord-bundle.json"], after[bundle / "mirrord-bundle.json"]
+    assert after == before
+
+
+def test_a_skopeo_sync_file_selects_what_skopeo_sync_put_in_the_pool(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    # skopeo sync --src yaml sync.yml --dest docker POOL/PREFIX names images by basename.
+    sync_file = tmp_path / "sync.yml"
+    sync_file.write_text(
+        "quay.io:\n  images:\n    example/multi: [latest]\n    other/tools: ['2.0']\n"
+    )
+    bundle = tmp_path / "bundle"
+    result = mirrord("export", sync_file, bundle, "--from", corpus.storage_pool)
+    assert result.exit_code == 0, result.output
+    info = json.loads((bundle / "mirrord-bundle.json").read_bytes())
+    assert sorted(f"{i['repository']}:{i['tag']}" for i in info["images"]) == [
+        "multi:latest",
+        "tools:2.0",
+    ]
+
+
+def test_a_daemon_config_lists_tags_of_the_pool(corpus: Corpus, tmp_path: Path) -> None:
+    (tmp_path / "src.yaml").write_text("quay.io:\n  images-by-tag-regex:\n    web: '^v'\n")
+    config = tmp_path / "mirrord.yaml"
+    config.write_text(
+        f"destination: {{registry: mirror.example.com, prefix: {corpus.prefix}/app, tls-verify: false}}\n"
+        "sources: [{file: src.yaml}]\n"
+    )
+    bundle = tmp_path / "bundle"
+    result = mirrord(
+        "export", config, bundle, "--from", f"registry-storage:{corpus.registry.storage_dir}"
+    )
+    assert result.exit_code == 0, result.output
+    info = json.loads((bundle / "mirrord-bundle.json").read_bytes())
+    tags = {i["tag"] for i in info["images"] if i["repository"] == f"{corpus.prefix}/app/web"}
+    assert "v1" in tags
+
+
+def test_an_image_missing_from_the_pool_fails_alone(corpus: Corpus, tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    result = mirrord(
+        "export",
+        corpus.list_file(("app/web:v1", "app/web:nope")),
+        bundle,
+        "--from",
+        corpus.storage_pool,
+    )
+    assert result.exit_code == 3
+    assert "app/web:nope" in result.stderr
+    info = json.loads((bundle / "mirrord-bundle.json").read_bytes())
+    assert [i["tag"] for i in info["images"]] == ["v1"]
+
+
+@pytest.mark.parametrize("suffix", [".tar", ".tar.zst"])
+def test_a_packed_bundle_carries_checksums_sha256sum_accepts(
+    corpus: Corpus, tmp_path: Path, suffix: str
+) -> None:
+    packed = tmp_path / f"bundle{suffix}"
+    result = mirrord("export", corpus.list_file(LIST_V1), packed, "--from", corpus.storage_pool)
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / f".bundle{suffix}.partial").exists()
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    decompress = ["--zstd"] if suffix == ".tar.zst" else []
+    import subprocess
+
+    subprocess.run(["tar", "-x", *decompress, "-f", str(packed), "-C", str(unpacked)], check=True)
+    check = subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=unpacked, check=False)
+    assert check.returncode == 0
+    server = served(tmp_path)
+    server.storage_dir.rmdir()
+    unpacked.rename(server.storage_dir)
+    with server:
+        assert inspect_raw(server, "tools:2.0") == corpus.raw("tools:2.0")

@@ -1,0 +1,214 @@
+"""Hostile pools and bundles: refused with a clear error, and nothing written outside the target."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.bundle.corpus import Corpus, mirrord, sha256
+from tests.harness.registry import MakeRegistry
+from tests.harness.skopeo import SkopeoError, inspect_raw
+
+V2 = "docker/registry/v2"
+EVIL = "sha256:../../../../x"
+
+
+def plant(storage: Path, repo: str, tag: str, raw: bytes) -> str:
+    """Store a manifest in a registry storage by hand, as a hostile pool would."""
+    digest = sha256(raw)
+    hexdigest = digest[7:]
+    data = storage / V2 / f"blobs/sha256/{hexdigest[:2]}/{hexdigest}/data"
+    data.parent.mkdir(parents=True)
+    data.write_bytes(raw)
+    manifests = storage / V2 / "repositories" / repo / "_manifests"
+    for link in (
+        manifests / f"revisions/sha256/{hexdigest}/link",
+        manifests / f"tags/{tag}/current/link",
+    ):
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.write_text(digest)
+    return digest
+
+
+def listing(tmp_path: Path, *names: str) -> Path:
+    path = tmp_path / "list.txt"
+    path.write_text("".join(f"{n}\n" for n in names))
+    return path
+
+
+def files_under(path: Path) -> set[Path]:
+    return {p for p in path.rglob("*") if p.is_file()}
+
+
+def private_pool(corpus: Corpus, tmp_path: Path, *names: str) -> Path:
+    """A pool of our own: copies, not links, of corpus images (safe to damage)."""
+    pool = tmp_path / "pool"
+    result = mirrord(
+        "export",
+        listing(tmp_path, *names),
+        pool,
+        "--from",
+        corpus.docker_pool,
+        "--src-tls-verify=false",
+    )
+    assert result.exit_code == 0, result.output
+    return pool
+
+
+def test_a_manifest_naming_a_path_as_a_digest_is_refused(tmp_path: Path) -> None:
+    pool = tmp_path / "pool"
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": EVIL, "size": 3}
+    config = {
+        "mediaType": "application/vnd.oci.image.config.v1+json",
+        "digest": "sha256:" + "a" * 64,
+        "size": 2,
+    }
+    raw = json.dumps({"schemaVersion": 2, "config": config, "layers": [layer]}).encode()
+    plant(pool, "evil", "1", raw)
+    list_file = listing(tmp_path, "evil:1")
+    before = files_under(tmp_path)
+    result = mirrord("export", list_file, tmp_path / "bundle", "--from", f"registry-storage:{pool}")
+    assert result.exit_code == 1
+    assert "invalid digest 'sha256:../../../../x'" in result.stderr
+    written = files_under(tmp_path) - before
+    assert all((tmp_path / "bundle") in p.parents for p in written)
+    assert not any(p.name == "x" for p in tmp_path.parent.rglob("x"))
+
+
+def test_a_link_holding_a_path_is_refused(tmp_path: Path) -> None:
+    pool = tmp_path / "pool"
+    plant(pool, "evil", "1", b"{}")
+    (pool / V2 / "repositories/evil/_manifests/tags/1/current/link").write_text(EVIL)
+    result = mirrord(
+        "export",
+        listing(tmp_path, "evil:1"),
+        tmp_path / "bundle",
+        "--from",
+        f"registry-storage:{pool}",
+    )
+    assert result.exit_code == 1
+    assert "not a digest" in result.stderr
+
+
+def test_an_oci_index_naming_a_path_is_refused(tmp_path: Path, make_registry: MakeRegistry) -> None:
+    bundle = tmp_path / "oci"
+    bundle.mkdir()
+    (bundle / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    entry = {
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": EVIL,
+        "size": 10,
+        "annotations": {"org.opencontainers.image.ref.name": "evil:1"},
+    }
+    (bundle / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+    result = mirrord(
+        "import", bundle, f"docker://{make_registry().host}", "--dest-tls-verify=false"
+    )
+    assert result.exit_code == 1
+    assert "invalid digest" in result.stderr
+
+
+@pytest.mark.parametrize("planted", ["blobs", "repositories"])
+def test_a_symlink_planted_in_the_bundle_is_never_followed(
+    corpus: Corpus, tmp_path: Path, planted: str
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    bundle = tmp_path / "bundle"
+    (bundle / V2).mkdir(parents=True)
+    (bundle / V2 / planted).symlink_to(outside)
+    result = mirrord(
+        "export", listing(tmp_path, "app/web:v1"), bundle, "--from", corpus.storage_pool
+    )
+    assert result.exit_code == 1
+    assert "refusing to follow a symlink" in result.stderr
+    assert list(outside.iterdir()) == []
+
+
+def test_a_symlinked_blob_in_a_bundle_is_refused_by_import(
+    corpus: Corpus, tmp_path: Path, make_registry: MakeRegistry
+) -> None:
+    bundle = private_pool(corpus, tmp_path, "app/web:v1")
+    image = corpus.images["app/web:v1"]
+    layer = max(image.blobs, key=lambda d: image.blobs[d])
+    data = bundle / V2 / f"blobs/sha256/{layer[7:9]}/{layer[7:]}/data"
+    secret = tmp_path / "secret"
+    secret.write_bytes(data.read_bytes())  # even the right bytes: a link is never followed
+    data.unlink()
+    data.symlink_to(secret)
+    target = make_registry()
+    result = mirrord("import", bundle, f"docker://{target.host}", "--dest-tls-verify=false")
+    assert result.exit_code == 1
+    assert "refusing symlink" in result.stderr
+    with pytest.raises(SkopeoError):
+        inspect_raw(target, "app/web:v1")
+
+
+def test_a_truncated_blob_in_the_pool_is_refused(corpus: Corpus, tmp_path: Path) -> None:
+    pool = private_pool(corpus, tmp_path, "app/api:1.0")
+    image = corpus.images["app/api:1.0"]
+    layer = max(image.blobs, key=lambda d: image.blobs[d])
+    data = pool / V2 / f"blobs/sha256/{layer[7:9]}/{layer[7:]}/data"
+    data.write_bytes(data.read_bytes()[:1000])
+    bundle = tmp_path / "bundle"
+    result = mirrord(
+        "export", listing(tmp_path, "app/api:1.0"), bundle, "--from", f"registry-storage:{pool}"
+    )
+    assert result.exit_code == 1
+    assert (
+        f"blob {layer} is 1000 bytes, the manifest says {image.blobs[layer]} (truncated"
+        in result.stderr
+    )
+    assert not (bundle / V2 / "repositories/app/api/_manifests/tags").exists()  # never tagged
+
+
+def test_a_truncated_blob_in_a_bundle_is_refused_by_import(
+    corpus: Corpus, tmp_path: Path, make_registry: MakeRegistry
+) -> None:
+    bundle = private_pool(corpus, tmp_path, "app/api:1.0")
+    image = corpus.images["app/api:1.0"]
+    layer = max(image.blobs, key=lambda d: image.blobs[d])
+    data = bundle / V2 / f"blobs/sha256/{layer[7:9]}/{layer[7:]}/data"
+    data.write_bytes(data.read_bytes()[:-1])
+    target = make_registry()
+    result = mirrord("import", bundle, f"docker://{target.host}", "--dest-tls-verify=false")
+    assert result.exit_code == 1
+    assert "truncated" in result.stderr
+    with pytest.raises(SkopeoError):
+        inspect_raw(target, "app/api:1.0")
+
+
+def _tar(path: Path, members: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_a_packed_bundle_cannot_write_outside_its_directory(tmp_path: Path) -> None:
+    info = b'{"mirrord-bundle":1,"format":"registry-storage","images":[],"blobs":[],"base":[]}'
+    packed = tmp_path / "evil.tar"
+    _tar(packed, {"mirrord-bundle.json": info, "../escaped": b"gotcha", "SHA256SUMS": b""})
+    work = tmp_path / "work"
+    work.mkdir()
+    result = mirrord("verify", packed, "--workdir", work)
+    assert result.exit_code == 1
+    assert "unsafe name" in result.stderr
+    assert not (tmp_path / "escaped").exists()
+    assert not (work / "escaped").exists()
+    assert list(work.iterdir()) == []
+
+
+def test_a_docker_archive_naming_a_path_is_refused(tmp_path: Path) -> None:
+    manifest = [{"Config": "../../etc/passwd", "RepoTags": ["evil:1"], "Layers": []}]
+    archive = tmp_path / "evil.tar"
+    _tar(archive, {"manifest.json": json.dumps(manifest).encode()})
+    result = mirrord("copy", f"docker-archive:{archive}:evil:1", f"dir:{tmp_path / 'out'}")
+    assert result.exit_code == 1
+    assert "unsafe name" in result.stderr
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []

@@ -1,0 +1,71 @@
+"""`mirrord import`: resumable, nothing sent twice, and nothing tagged before it is whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import pytest
+
+from tests.bundle.corpus import LIST_V1, Corpus, mirrord
+from tests.harness.faultproxy import FaultProxy, MakeFaultProxy
+from tests.harness.registry import MakeRegistry
+from tests.harness.skopeo import SkopeoError, inspect_raw
+
+
+def uploaded(proxy: FaultProxy) -> list[str]:
+    """Digests of the blobs whose bytes went through the proxy (completed uploads)."""
+    records = proxy.records(method="PUT", path=r"/blobs/uploads/", status=201)
+    return [parse_qs(r.query)["digest"][0] for r in records]
+
+
+@pytest.fixture
+def bundle(corpus: Corpus, tmp_path: Path) -> Path:
+    path = tmp_path / "bundle"
+    assert (
+        mirrord("export", corpus.list_file(LIST_V1), path, "--from", corpus.storage_pool).exit_code
+        == 0
+    )
+    return path
+
+
+def test_an_interrupted_import_resumes_without_sending_a_blob_twice(
+    corpus: Corpus, bundle: Path, make_registry: MakeRegistry, fault_proxy: MakeFaultProxy
+) -> None:
+    target = make_registry()
+    proxy = fault_proxy(target)
+    # First run: app/api is unreachable (it shares its base layer with app/web), and multi's
+    # manifests are refused after its blobs went up.
+    proxy.respond(403, path=r"^/v2/airgap/app/api/")
+    proxy.respond(403, method="PUT", path=r"^/v2/airgap/multi/manifests/")
+    first = mirrord("import", bundle, f"docker://{proxy.host}/airgap", "--dest-tls-verify=false")
+    assert first.exit_code == 3, first.output
+    with pytest.raises(SkopeoError):
+        inspect_raw(target, "airgap/multi:latest")  # no tag points at a partial image
+    sent_first = uploaded(proxy)
+    assert len(sent_first) == len(set(sent_first))
+
+    proxy.clear_rules()
+    proxy.clear_records()
+    second = mirrord("import", bundle, f"docker://{proxy.host}/airgap", "--dest-tls-verify=false")
+    assert second.exit_code == 0, second.output
+    sent_second = uploaded(proxy)
+    assert set(sent_first) & set(sent_second) == set()
+    base = corpus.images["app/web:v1"].blobs.keys() & corpus.images["app/api:1.0"].blobs.keys()
+    assert base
+    assert not base & set(sent_second)
+    for name in LIST_V1:
+        assert inspect_raw(target, f"airgap/{name}") == corpus.raw(name)
+
+    proxy.clear_records()
+    third = mirrord("import", bundle, f"docker://{proxy.host}/airgap", "--dest-tls-verify=false")
+    assert third.exit_code == 0
+    assert third.output.count("(unchanged)") == len(LIST_V1)
+    assert proxy.count(method="PUT") == 0
+    assert proxy.count(method="POST") == 0
+
+
+def test_import_needs_a_registry_destination(bundle: Path, tmp_path: Path) -> None:
+    result = mirrord("import", bundle, f"dir:{tmp_path / 'x'}")
+    assert result.exit_code == 2
+    assert "docker://REGISTRY" in result.stderr

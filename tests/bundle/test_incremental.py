@@ -1,0 +1,102 @@
+"""`--since`: an incremental bundle carries no blob of the previous one, and still works."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from tests.bundle.corpus import LIST_V1, Corpus, blob_files, mirrord
+from tests.harness.registry import MakeRegistry, RegistryServer
+from tests.harness.skopeo import inspect_raw
+
+NEW = "app/web:v2-incremental"
+
+
+def overlay(bundles: list[Path], into: Path) -> None:
+    """What the air-gapped side does: lay each bundle over the previous (hard links)."""
+    for bundle in bundles:
+        shutil.copytree(bundle, into, copy_function=_link, dirs_exist_ok=True)
+
+
+def _link(src: str, dst: str) -> None:
+    Path(dst).unlink(missing_ok=True)
+    Path(dst).hardlink_to(src)
+
+
+def add_new_image(corpus: Corpus) -> None:
+    if NEW not in corpus.images:
+        base = corpus.builder.layer("base", size=200_000)  # the same bytes: the same digest
+        image = corpus.builder.image("web-v2", layers=[base, corpus.builder.layer("web-v2")])
+        corpus.add(NEW, image)
+
+
+def test_an_incremental_bundle_holds_no_blob_the_previous_one_had(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert (
+        mirrord("export", corpus.list_file(LIST_V1), first, "--from", corpus.storage_pool).exit_code
+        == 0
+    )
+    add_new_image(corpus)
+    list_v2 = corpus.list_file((*LIST_V1, NEW), "images-v2.txt")
+    result = mirrord("export", list_v2, second, "--from", corpus.storage_pool, "--since", first)
+    assert result.exit_code == 0, result.output
+    new = corpus.images[NEW]
+    assert blob_files(second) & blob_files(first) == set()
+    assert blob_files(second) == (set(new.blobs) | {new.digest}) - blob_files(first)
+    info = json.loads((second / "mirrord-bundle.json").read_bytes())
+    assert len(info["images"]) == len(LIST_V1) + 1  # the metadata of every image
+    assert set(info["base"]) == blob_files(first)
+
+    server = RegistryServer(tmp_path / "airgap")
+    overlay([first, second], server.storage_dir)
+    with server:
+        for name in (*LIST_V1, NEW):
+            assert inspect_raw(server, name) == corpus.raw(name), name
+
+
+def test_an_incremental_bundle_verifies_and_imports_on_top_of_its_base(
+    corpus: Corpus, tmp_path: Path, make_registry: MakeRegistry
+) -> None:
+    first, second = tmp_path / "first.tar", tmp_path / "second.tar.zst"
+    mirrord("export", corpus.list_file(LIST_V1), first, "--from", corpus.storage_pool)
+    add_new_image(corpus)
+    list_v2 = corpus.list_file((*LIST_V1, NEW), "images-v2.txt")
+    assert (
+        mirrord(
+            "export", list_v2, second, "--from", corpus.storage_pool, "--since", first
+        ).exit_code
+        == 0
+    )
+
+    verified = mirrord("verify", second, "--base", first)
+    assert verified.exit_code == 0, verified.output
+    assert "references left to its base" in verified.output
+
+    target = make_registry()
+    for bundle in (first, second):
+        result = mirrord("import", bundle, f"docker://{target.host}", "--dest-tls-verify=false")
+        assert result.exit_code == 0, result.output
+    for name in (*LIST_V1, NEW):
+        assert inspect_raw(target, name) == corpus.raw(name), name
+
+
+def test_since_a_bundle_without_a_description_uses_its_blob_store(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    mirrord("export", corpus.list_file(("app/web:v1",)), first, "--from", corpus.storage_pool)
+    (first / "mirrord-bundle.json").unlink()  # a registry's storage copied by hand
+    mirrord(
+        "export",
+        corpus.list_file(("app/api:1.0",)),
+        second,
+        "--from",
+        corpus.storage_pool,
+        "--since",
+        first,
+    )
+    assert blob_files(second) & blob_files(first) == set()
+    assert blob_files(second)
