@@ -62,6 +62,15 @@ def exit_code_for(error: BaseException) -> int:
     return EXIT_FAILED
 
 
+def report(error: MirrordError) -> NoReturn:
+    """Print a mirrord error as one line (one per problem for a ConfigError) and exit."""
+    if global_flags().debug:
+        logging.getLogger("mirrord").error("failed", exc_info=error)
+    for problem in error.problems if isinstance(error, ConfigError) else (str(error),):
+        click.echo(f"mirrord: error: {redact_text(problem)}", err=True)
+    sys.exit(exit_code_for(error))
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine with the global timeout; turn errors into one-line messages."""
     flags = global_flags()
@@ -73,11 +82,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(bounded())
     except MirrordError as exc:
-        if flags.debug:
-            logging.getLogger("mirrord").exception("failed")
-        for problem in exc.problems if isinstance(exc, ConfigError) else (str(exc),):
-            click.echo(f"mirrord: error: {redact_text(problem)}", err=True)
-        sys.exit(exit_code_for(exc))
+        report(exc)
     except TimeoutError:
         fail(f"command timed out after {flags.command_timeout}s")
     except KeyboardInterrupt:
@@ -164,8 +169,11 @@ def registry_flags(side: str) -> Callable[[F], F]:
         click.option(f"--{dash}password", help="Password (with --username)."),
         click.option(f"--{dash}registry-token", metavar="TOKEN", help="A bearer token to use."),
         click.option(f"--{dash}no-creds", is_flag=True, help="Access the registry anonymously."),
-        click.option(f"--{dash}authfile", type=click.Path(path_type=Path), help="Auth file."),
     ]
+    if side:  # the unprefixed --authfile comes from `authfile_flag` (it reads REGISTRY_AUTH_FILE)
+        opts.append(
+            click.option(f"--{dash}authfile", type=click.Path(path_type=Path), help="Auth file.")
+        )
 
     def decorate(f: F) -> F:
         for opt in reversed(opts):
@@ -185,10 +193,17 @@ def authfile_flag(f: F) -> F:
 
 
 def pass_values(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Hand the command every parameter as one dict (keeps long flag lists out of signatures)."""
+    """Hand the command every parameter as one dict (keeps long flag lists out of signatures).
+
+    A mirrord error raised before or after `run()` (a malformed reference, say) is reported
+    the same way as one raised inside it: one line and its exit code, never a traceback.
+    """
 
     @functools.wraps(f)
     def wrapper(**values: Any) -> Any:
-        return f(values)
+        try:
+            return f(values)
+        except MirrordError as exc:
+            report(exc)
 
     return wrapper

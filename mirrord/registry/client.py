@@ -128,7 +128,7 @@ class RegistryClient:
                 what=what,
                 headers={"Accept": ACCEPT},
             ) as resp:
-                raw = await read_capped(resp, MAX_MANIFEST_SIZE, what)
+                raw = await read_capped(resp, MAX_MANIFEST_SIZE, what, self.host)
                 media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
         except RegistryError as exc:
             if (
@@ -294,23 +294,24 @@ class RegistryClient:
         """Every tag of a repository, following `Link` pagination on the same origin only."""
         path: str | URL = f"/v2/{check_repository(repo)}/tags/list?n={TAG_PAGE_SIZE}"
         tags: list[str] = []
-        seen: set[str] = set()
+        seen: set[URL] = set()  # pages already fetched, as resolved URLs: a Link cycle ends here
         for _ in range(MAX_TAG_PAGES):
-            page, path_next = await self._tag_page(repo, path)
+            page, url, path_next = await self._tag_page(repo, path)
+            seen.add(url)
             tags.extend(page)
-            if path_next is None or str(path_next) in seen or len(tags) > MAX_TAGS:
+            if path_next is None or path_next in seen or len(tags) > MAX_TAGS:
                 break
-            seen.add(str(path_next))
             path = path_next
         return tags
 
-    async def _tag_page(self, repo: str, path: str | URL) -> tuple[list[str], URL | None]:
+    async def _tag_page(self, repo: str, path: str | URL) -> tuple[list[str], URL, URL | None]:
         what = f"tags of {repo}"
         try:
             async with self.http.open(
                 "GET", path, scopes=_pull(repo), method_class="tags", what=what
             ) as resp:
-                body = await read_capped(resp, 64 * 1024 * 1024, what)
+                body = await read_capped(resp, 64 * 1024 * 1024, what, self.host)
+                url = resp.url
                 nxt = self._next_link(resp.url, resp.headers.get("Link", ""))
         except RegistryError as exc:
             if exc.status == 404 and not exc.codes:
@@ -318,7 +319,7 @@ class RegistryClient:
                     f"{exc} (repository not found)", registry=exc.registry, status=404
                 ) from None
             raise
-        return _strings(body, "tags", what), nxt
+        return _strings(body, "tags", what), url, nxt
 
     def _next_link(self, current: URL, header: str) -> URL | None:
         match = _LINK_NEXT.search(header)
@@ -330,14 +331,16 @@ class RegistryClient:
     async def catalog(self) -> list[str]:
         path: str | URL = f"/v2/_catalog?n={CATALOG_PAGE_SIZE}"
         repos: list[str] = []
+        seen: set[URL] = set()
         for _ in range(MAX_TAG_PAGES):
             async with self.http.open(
                 "GET", path, scopes=("registry:catalog:*",), method_class="catalog", what="catalog"
             ) as resp:
-                body = await read_capped(resp, 64 * 1024 * 1024, "catalog")
+                body = await read_capped(resp, 64 * 1024 * 1024, "catalog", self.host)
+                seen.add(resp.url)
                 nxt = self._next_link(resp.url, resp.headers.get("Link", ""))
             repos.extend(_strings(body, "repositories", "catalog"))
-            if nxt is None:
+            if nxt is None or nxt in seen:
                 break
             path = nxt
         return repos

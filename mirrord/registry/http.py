@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import ssl
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
@@ -134,6 +135,13 @@ def mapped_errors(host: str, what: str) -> Iterator[None]:
         raise ConnectionFailed(f"{host}: {what}: server closed the connection") from None
     except aiohttp.ClientPayloadError:
         raise ConnectionFailed(f"{host}: {what}: response body was cut short") from None
+    except aiohttp.ClientOSError as exc:
+        # A TLS alert after the handshake (TLS 1.3 servers reject a missing or unknown client
+        # certificate only then) reaches us as a plain OSError carrying the SSL message.
+        if (alert := _tls_alert(exc)) is not None:
+            raise TLSFailure(f"{host}: TLS handshake failed ({alert}){_cert_hint(alert)}") from None
+        reason = exc.strerror or type(exc).__name__
+        raise ConnectionFailed(f"{host}: {what}: connection failed ({reason})") from None
     except aiohttp.ClientError as exc:
         raise ConnectionFailed(f"{host}: {what}: {type(exc).__name__}") from None
 
@@ -143,14 +151,48 @@ def _ssl_reason(exc: BaseException) -> str:
     return getattr(inner, "reason", None) or type(inner).__name__
 
 
-async def read_capped(resp: aiohttp.ClientResponse, cap: int, what: str) -> bytes:
+_SSL_MESSAGE = re.compile(r"\[SSL: [A-Z0-9_]+\] (?P<reason>.*?)(?: \(_ssl\.c:\d+\))?$")
+
+
+def _tls_alert(exc: OSError) -> str | None:
+    """The reason of an SSL error wrapped in an OSError, or None when it is not one."""
+    cause = exc.__cause__
+    if isinstance(cause, ssl.SSLError):
+        return str(cause.reason or cause).lower().replace("_", " ")
+    match = _SSL_MESSAGE.search(str(exc.strerror or exc))
+    return match.group("reason").lower() if match else None
+
+
+def _cert_hint(alert: str) -> str:
+    if "certificate" not in alert:
+        return ""
+    return (
+        "; the registry refused the client certificate or wants one: "
+        "put client.cert and client.key in cert-dir"
+    )
+
+
+async def read_capped(
+    resp: aiohttp.ClientResponse, cap: int, what: str, host: str | None = None
+) -> bytes:
     """Read a whole body but never more than `cap` bytes (hostile registries send endless ones)."""
+    where = f"{host or resp.url.host}: {what}"
+    if resp.content_length is not None and resp.content_length > cap:
+        raise RegistryError(
+            f"{where}: response of {resp.content_length} bytes is larger than the {cap} allowed",
+            registry=host or "",
+            status=resp.status,
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_chunked(65536):
         size += len(chunk)
         if size > cap:
-            raise RegistryError(f"{what}: response larger than {cap} bytes", status=resp.status)
+            raise RegistryError(
+                f"{where}: response larger than the {cap} bytes allowed",
+                registry=host or "",
+                status=resp.status,
+            )
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -267,7 +309,7 @@ class RegistryHttp:
                     return
                 if resp.status == 200:
                     return
-                body = await read_capped(resp, ERROR_BODY_CAP, "ping")
+                body = await read_capped(resp, ERROR_BODY_CAP, "ping", self.host)
         codes, message = parse_error_body(body)
         raise registry_error_class(resp.status, codes)(
             f"{self.host}: not a registry (GET /v2/ answered {resp.status} {message})".strip(),
@@ -422,7 +464,7 @@ class RegistryHttp:
         self, resp: aiohttp.ClientResponse, method: str, what: str
     ) -> NoReturn:
         try:
-            body = await read_capped(resp, ERROR_BODY_CAP, what)
+            body = await read_capped(resp, ERROR_BODY_CAP, what, self.host)
         except (MirrordError, aiohttp.ClientError, TimeoutError):
             body = b""
         finally:
@@ -474,7 +516,7 @@ class RegistryHttp:
                 ssl=self._ssl_for(realm),
             ) as resp:
                 self.observer.request(self.host, "token", resp.status)
-                body = await read_capped(resp, TOKEN_BODY_CAP, "token request")
+                body = await read_capped(resp, TOKEN_BODY_CAP, "token request", self.host)
         return self._token_from(resp.status, body)
 
     async def _oauth_token(
@@ -493,7 +535,7 @@ class RegistryHttp:
                 realm, data=form, allow_redirects=False, ssl=self._ssl_for(realm)
             ) as resp:
                 self.observer.request(self.host, "token", resp.status)
-                body = await read_capped(resp, TOKEN_BODY_CAP, "token request")
+                body = await read_capped(resp, TOKEN_BODY_CAP, "token request", self.host)
         return self._token_from(resp.status, body)
 
     def _token_from(self, status: int, body: bytes) -> tuple[str, float]:

@@ -1,0 +1,315 @@
+"""The registry client's protocol behaviour, against a real registry behind the fault proxy, and
+against a fake registry (an aiohttp server on a real socket) for answers a real one never gives.
+
+Real registry + fault proxy: a 429 with Retry-After on a manifest PUT is retried after the pause
+and nothing is sent meanwhile; 503s and a connection reset mid-blob are retried; a refused mount
+turns into an upload through the session the refusal opened (one POST, one PUT).
+Fake registry: a `Link` to another host ends tag paging, a `Link` cycle ends it without repeats,
+a redirect to another origin loses `Authorization`, an https->http redirect is refused, and an
+endless or oversized manifest is cut off at 4 MiB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import ssl
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from mirrord.blobs import BlobService, MemoryBlobIndex
+from mirrord.manifests import Descriptor
+from mirrord.registry.client import RegistryClient
+from mirrord.registry.http import RegistryHttp
+from mirrord.registry.options import RegistryOptions, TLSMode
+from mirrord.transports.base import BlobOutcome
+from mirrord.transports.docker import RegistrySource
+from tests.harness.faultproxy import FaultProxy, MakeFaultProxy
+from tests.harness.pki import Pki
+from tests.harness.registry import Credentials, MakeRegistry, RegistryServer
+from tests.integration.conftest import CORPUS_REPO, SeedCorpus
+from tests.integration.support import (
+    FakeServer,
+    Handler,
+    Mirrord,
+    assert_same_image,
+    dest_flags,
+    docker_ref,
+    json_handler,
+    redirect_handler,
+    src_flags,
+)
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MANIFEST_CAP = 4 * 1024 * 1024
+
+
+def _copy_to(
+    cli: Mirrord,
+    source_ref: str,
+    source: RegistryServer | FaultProxy,
+    dest: RegistryServer | FaultProxy,
+    repo_ref: str,
+) -> None:
+    cli(
+        "copy",
+        "--all",
+        *src_flags(source),
+        *dest_flags(dest),
+        source_ref,
+        docker_ref(dest, repo_ref),
+    ).ok()
+
+
+# ------------------------------------------------------------------------------------------
+# Retries against a real registry
+# ------------------------------------------------------------------------------------------
+
+
+def test_429_with_retry_after_on_a_manifest_put_is_retried_after_the_pause(
+    seed_corpus: SeedCorpus,
+    make_registry: MakeRegistry,
+    fault_proxy: MakeFaultProxy,
+    cli: Mirrord,
+    tmp_path: Path,
+) -> None:
+    source = seed_corpus("anonymous", "oci")
+    dest = make_registry("anonymous")
+    proxy = fault_proxy(dest)
+    pause = 2.0
+    proxy.respond(429, method="PUT", path=r"/manifests/", times=1, retry_after=pause)
+
+    _copy_to(cli, source.ref, source.registry, proxy, "mirror/app:v1")
+
+    puts = proxy.records(method="PUT", path=r"/manifests/")
+    assert [p.status for p in puts] == [429, 201]
+    refused_at = puts[0].started
+    assert puts[1].started - refused_at >= pause - 0.05
+    during_pause = [
+        r for r in proxy.records() if refused_at < r.started < refused_at + pause - 0.05
+    ]
+    assert during_pause == []
+    assert_same_image(dest, "mirror/app", "v1", source.image, tmp_path)
+
+
+def test_503_then_success_is_retried(
+    seed_corpus: SeedCorpus,
+    make_registry: MakeRegistry,
+    fault_proxy: MakeFaultProxy,
+    cli: Mirrord,
+    tmp_path: Path,
+) -> None:
+    source = seed_corpus("anonymous", "list")
+    proxy = fault_proxy(source.registry)
+    proxy.respond(503, method="GET", path=r"/manifests/sha256:", times=1)
+    proxy.respond(503, method="GET", path=r"/blobs/sha256:", times=2)
+    dest = make_registry("anonymous")
+    dest_proxy = fault_proxy(dest)
+    dest_proxy.respond(503, method="PUT", path=r"/manifests/", times=1)
+
+    _copy_to(cli, docker_ref(proxy, f"{CORPUS_REPO}:list"), proxy, dest_proxy, "mirror/app:v1")
+
+    assert proxy.count(status=503) == 3
+    assert dest_proxy.count(status=503) == 1
+    assert_same_image(dest, "mirror/app", "v1", source.image, tmp_path)
+
+
+def test_connection_reset_mid_blob_is_retried_from_a_fresh_get(
+    seed_corpus: SeedCorpus,
+    make_registry: MakeRegistry,
+    fault_proxy: MakeFaultProxy,
+    cli: Mirrord,
+    tmp_path: Path,
+) -> None:
+    source = seed_corpus("anonymous", "oci")
+    layer = max(source.image.blobs, key=lambda d: source.image.blobs[d])
+    proxy = fault_proxy(source.registry)
+    # aiohttp silently retries a GET once on a dropped connection: cut it twice.
+    proxy.reset(after_bytes=1000, method="GET", path=rf"/blobs/{layer}$", times=2)
+    dest = make_registry("anonymous")
+
+    _copy_to(cli, docker_ref(proxy, f"{CORPUS_REPO}:oci"), proxy, dest, "mirror/app:v1")
+
+    gets = proxy.records(method="GET", path=rf"/blobs/{layer}$")
+    assert len(gets) >= 3
+    assert [g.fault for g in gets[:2]] == ["reset", "reset"]
+    assert_same_image(dest, "mirror/app", "v1", source.image, tmp_path)
+
+
+async def test_refused_mount_becomes_an_upload_through_the_same_session(
+    seed_corpus: SeedCorpus, make_registry: MakeRegistry, fault_proxy: MakeFaultProxy
+) -> None:
+    source = seed_corpus("anonymous", "oci")
+    dest = make_registry("anonymous")
+    proxy = fault_proxy(dest)
+    digest = max(source.image.blobs, key=lambda d: source.image.blobs[d])
+    desc = Descriptor(
+        "application/vnd.oci.image.layer.v1.tar+gzip", digest, source.image.blobs[digest]
+    )
+    plain = RegistryOptions(tls=TLSMode.PLAIN_HTTP)
+    src_client = RegistryClient(RegistryHttp(source.registry.host, plain))
+    dst_client = RegistryClient(RegistryHttp(proxy.host, plain, role="destination"))
+    index = MemoryBlobIndex()
+    # The index believes another repository of the destination has the blob; it does not.
+    await index.record(proxy.host, "elsewhere/stale", digest, desc.size, "upload")
+    service = BlobService(index, asyncio.Semaphore(1))
+    try:
+        outcome = await service.ensure(
+            dst_client, "mirror/app", desc, RegistrySource(src_client, CORPUS_REPO), lambda n: None
+        )
+    finally:
+        await src_client.close()
+        await dst_client.close()
+
+    assert outcome is BlobOutcome.UPLOADED
+    posts = proxy.records(method="POST", path=r"/blobs/uploads/")
+    assert [(p.query.startswith("mount="), p.status) for p in posts] == [(True, 202)]
+    puts = proxy.records(method="PUT", path=r"/blobs/uploads/")
+    assert [p.status for p in puts] == [201]
+    assert proxy.count(method="PATCH") == 0
+    assert dest.blob_path(digest).exists()
+    assert await index.mount_candidates(proxy.host, digest, "mirror/app", 3) == []
+
+
+# ------------------------------------------------------------------------------------------
+# A fake registry for hostile answers
+# ------------------------------------------------------------------------------------------
+
+
+async def _ok(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=200)
+
+
+def _tags(tags: list[str], link: str | None = None) -> Handler:
+    headers = {"Link": f'<{link}>; rel="next"'} if link else {}
+    return json_handler(json.dumps({"name": "r", "tags": tags}).encode(), headers=headers)
+
+
+def test_tag_paging_never_follows_a_link_to_another_host(cli: Mirrord) -> None:
+    with FakeServer() as elsewhere, FakeServer() as fake:
+        elsewhere.route("GET", "/v2/r/tags/list", _tags(["stolen"]))
+        fake.route("GET", "/v2/", _ok)
+        fake.route(
+            "GET", "/v2/r/tags/list", _tags(["a", "b"], f"{elsewhere.url}/v2/r/tags/list?last=b")
+        )
+        result = cli("list-tags", "--tls-verify=false", f"docker://{fake.host}/r").ok()
+        assert json.loads(result.stdout)["Tags"] == ["a", "b"]
+        assert elsewhere.seen == []
+
+
+def test_tag_paging_stops_at_a_link_cycle_without_repeating_tags(cli: Mirrord) -> None:
+    async def page(request: web.Request) -> web.StreamResponse:
+        if request.query.get("last") == "b":
+            return await _tags(["c"], "/v2/r/tags/list?n=1000")(request)
+        return await _tags(["a", "b"], "/v2/r/tags/list?last=b")(request)
+
+    with FakeServer() as fake:
+        fake.route("GET", "/v2/", _ok)
+        fake.route("GET", "/v2/r/tags/list", page)
+        result = cli("list-tags", "--tls-verify=false", f"docker://{fake.host}/r").ok()
+        assert json.loads(result.stdout)["Tags"] == ["a", "b", "c"]
+        assert len(fake.requests(r"/tags/list")) <= 3
+
+
+MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": "sha256:" + "a" * 64,
+            "size": 2,
+        },
+        "layers": [],
+    },
+    indent=3,
+).encode()
+
+
+def _basic_only(creds: Credentials, then: Handler) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") != creds.basic_auth():
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="fake"'})
+        return await then(request)
+
+    return handle
+
+
+def test_redirect_to_another_origin_drops_authorization(cli: Mirrord) -> None:
+    creds = Credentials("mirror", f"canary-{secrets.token_hex(8)}")
+    with FakeServer() as storage, FakeServer() as fake:
+        storage.route("GET", "/store/m", json_handler(MANIFEST, content_type=OCI_MANIFEST))
+        fake.route("GET", "/v2/", _basic_only(creds, _ok))
+        fake.route(
+            "GET",
+            "/v2/r/manifests/v1",
+            _basic_only(creds, redirect_handler(f"{storage.url}/store/m")),
+        )
+        result = cli(
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            creds.joined(),
+            f"docker://{fake.host}/r:v1",
+        ).ok()
+        assert result.stdout_bytes == MANIFEST
+        assert [s.headers.get("Authorization") for s in fake.requests(r"/manifests/")] == [
+            creds.basic_auth()
+        ]
+        (fetched,) = storage.requests()
+        assert "Authorization" not in fetched.headers
+        assert creds.password not in result.output
+
+
+def test_https_to_http_redirect_is_refused(cli: Mirrord, pki: Pki) -> None:
+    cert = pki.server_cert("fake-https")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert.cert), str(cert.key))
+    with FakeServer() as plain, FakeServer(ssl_context=context) as fake:
+        plain.route("GET", "/store/m", json_handler(MANIFEST, content_type=OCI_MANIFEST))
+        fake.route("GET", "/v2/", _ok)
+        fake.route("GET", "/v2/r/manifests/v1", redirect_handler(f"{plain.url}/store/m"))
+        result = cli(
+            "inspect",
+            "--raw",
+            "--cert-dir",
+            str(pki.certs_d("fake-https")),
+            f"docker://{fake.host}/r:v1",
+        )
+        assert result.returncode == 1, result.describe()
+        line = result.error_line()
+        assert "redirect" in line
+        assert fake.host in line
+        assert plain.seen == []
+
+
+@pytest.mark.parametrize("length", ["endless", "declared-100MiB"])
+def test_an_oversized_manifest_is_refused_after_4_MiB(length: str, cli: Mirrord) -> None:
+    sent = [0]
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": OCI_MANIFEST})
+        if length != "endless":
+            response.content_length = 100 * 1024 * 1024
+        await response.prepare(request)
+        chunk = b" " * 65536
+        try:
+            while sent[0] < 256 * 1024 * 1024:
+                await response.write(chunk)
+                sent[0] += len(chunk)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return response
+
+    with FakeServer() as fake:
+        fake.route("GET", "/v2/", _ok)
+        fake.route("GET", "/v2/r/manifests/v1", endless)
+        result = cli("inspect", "--raw", "--tls-verify=false", f"docker://{fake.host}/r:v1")
+    assert result.returncode == 1, result.describe()
+    assert str(MANIFEST_CAP) in result.error_line() or "4 MiB" in result.error_line()
+    assert sent[0] < 64 * 1024 * 1024
+    assert result.max_rss < 200 * 1024 * 1024
