@@ -482,7 +482,7 @@ class RegistryHttp:
                 text, retry_after=retry_after, registry=self.host, status=resp.status, codes=codes
             )
         if cls is Unauthorized:
-            text += self._auth_hint()
+            text += self._auth_hint(resp.headers.get("WWW-Authenticate", ""))
         raise cls(text, registry=self.host, status=resp.status, codes=codes)
 
     def _pause_for(self, retry_after: float | None) -> None:
@@ -491,11 +491,16 @@ class RegistryHttp:
         if pause is not None:
             self.gate.pause(pause)
 
-    def _auth_hint(self) -> str:
+    def _auth_hint(self, challenge_header: str = "") -> str:
         creds = self.auth.credentials
         if creds is None:
             return " (no credentials were found for this registry)"
         who = f"user {creds.username!r}" if creds.username else "the identity token"
+        challenge = pick_challenge(parse_challenges(challenge_header))
+        if challenge is not None and challenge.params.get("error") == "insufficient_scope":
+            # The token server took the credentials but granted less than the request needs.
+            wanted = challenge.params.get("scope") or "this request"
+            return f" ({who} from {creds.origin} is not granted {wanted})"
         return f" (credentials of {who} from {creds.origin} were refused)"
 
     async def _fetch_token(

@@ -18,6 +18,7 @@ from tests.harness.faultproxy import MakeFaultProxy
 from tests.harness.images import Layout
 from tests.harness.registry import Credentials, MakeRegistry, RegistryServer
 from tests.harness.skopeo import SkopeoError, inspect_raw, seed
+from tests.harness.tokenserver import TokenServer
 from tests.integration.conftest import CORPUS_REPO, SeedCorpus
 from tests.integration.support import CliResult, Mirrord, dest_flags, docker_ref, flags, src_flags
 
@@ -226,3 +227,25 @@ def test_corrupt_source_blob_fails_the_copy_and_leaves_the_tag_alone(
     else:
         with pytest.raises(SkopeoError, match=r"(?i)manifest unknown"):
             inspect_raw(dest, "mirror/app:v1")
+
+
+def test_a_user_without_push_is_told_so_not_that_the_password_is_wrong(
+    seed_corpus: SeedCorpus, token_server: TokenServer, cli: Mirrord, unique_repo: str
+) -> None:
+    source = seed_corpus("anonymous", "oci")
+    dest = seed_corpus("token", "list").registry
+    reader = Credentials(f"reader-{secrets.token_hex(4)}", f"canary-{secrets.token_hex(8)}")
+    token_server.add_user(reader.username, reader.password, {"*": ["pull"]})
+    result = cli(
+        "copy",
+        *src_flags(source.registry),
+        *dest_flags(dest, creds=reader),
+        source.ref,
+        docker_ref(dest, f"{unique_repo}:v1"),
+    )
+    assert result.returncode == 1, result.describe()
+    line = result.error_line()
+    assert f"user {reader.username!r} from --dest-creds is not granted" in line
+    assert f"repository:{unique_repo}:pull,push" in line
+    assert "refused" not in line
+    assert reader.password not in result.output
