@@ -118,8 +118,10 @@ async def _copy(
 ) -> CopyResult:
     async with ClientPool(lambda host, role: options[role]) as pool:
         blobs = BlobService(MemoryBlobIndex(), asyncio.Semaphore(DEFAULT_BLOB_STREAMS))
-        source = RegistrySource(pool.source(src.registry), src.repository)
-        destination = RegistryDestination(pool.destination(dst.registry), dst.repository, blobs)
+        source = RegistrySource(pool.source(src.registry, src.repository), src.repository)
+        destination = RegistryDestination(
+            pool.destination(dst.registry, dst.repository), dst.repository, blobs
+        )
         dst_ref = dst.digest or dst.tag
         return await copy_image(
             source,
@@ -162,7 +164,7 @@ async def _inspect(
     ref: ImageReference, options: RegistryOptions, values: dict[str, Any], platform: Platform
 ) -> str | bytes:
     async with ClientPool(lambda host, role: options) as pool:
-        client = pool.source(ref.registry)
+        client = pool.source(ref.registry, ref.repository)
         raw, media_type = await client.get_manifest(ref.repository, ref.reference)
         if values["raw"] and not values["show_config"]:
             return raw
@@ -252,7 +254,7 @@ def list_tags(values: dict[str, Any]) -> None:
 
     async def go() -> list[str]:
         async with ClientPool(lambda host, role: options) as pool:
-            return await pool.source(ref.registry).list_tags(ref.repository)
+            return await pool.source(ref.registry, ref.repository).list_tags(ref.repository)
 
     tags = run(go())
     click.echo(json.dumps({"Repository": ref.name, "Tags": tags}, indent=4))
@@ -270,7 +272,7 @@ def delete(values: dict[str, Any]) -> None:
 
     async def go() -> str:
         async with ClientPool(lambda host, role: options) as pool:
-            client = pool.destination(ref.registry)
+            client = pool.destination(ref.registry, ref.repository)
             digest = ref.digest
             if digest is None:
                 head = await client.head_manifest(ref.repository, ref.reference)

@@ -219,6 +219,7 @@ class RegistryHttp:
         role: str = "source",
         observer: Observer = NULL_OBSERVER,
         backoff: BackoffPolicy = REQUEST_BACKOFF,
+        repository: str | None = None,
     ) -> None:
         self.host = host
         self.options = options
@@ -226,8 +227,9 @@ class RegistryHttp:
         self.observer = observer
         self.backoff = backoff
         self.gate = Gate(options.requests_per_second)
+        # With a repository, an auth-file entry for its namespace (`host/ns`) applies too.
         self.auth = Authenticator(
-            host, lookup(host, None, options), self._fetch_token, options.registry_token
+            host, lookup(host, repository, options), self._fetch_token, options.registry_token
         )
         self._session: aiohttp.ClientSession | None = None
         self._base: URL | None = None

@@ -18,26 +18,33 @@ OptionsFor = Callable[[str, str], RegistryOptions]  # (host, role) -> options
 
 
 class ClientPool:
-    """One RegistryClient per (registry host, role), created on first use, closed together."""
+    """One RegistryClient per (registry host, role), created on first use, closed together.
+
+    A caller working on one repository may name it: it then gets a client of its own whose
+    credentials may come from an auth-file entry for the repository's namespace (`host/ns`),
+    as skopeo looks them up.
+    """
 
     def __init__(self, options_for: OptionsFor, observer: Observer = NULL_OBSERVER) -> None:
         self._options_for = options_for
         self._observer = observer
-        self._clients: dict[tuple[str, str], RegistryClient] = {}
+        self._clients: dict[tuple[str, str, str | None], RegistryClient] = {}
 
-    def get(self, host: str, role: str) -> RegistryClient:
-        key = (host, role)
+    def get(self, host: str, role: str, repository: str | None = None) -> RegistryClient:
+        key = (host, role, repository)
         if key not in self._clients:
             options = self._options_for(host, role)
-            http = RegistryHttp(host, options, role=role, observer=self._observer)
+            http = RegistryHttp(
+                host, options, role=role, observer=self._observer, repository=repository
+            )
             self._clients[key] = RegistryClient(http)
         return self._clients[key]
 
-    def source(self, host: str) -> RegistryClient:
-        return self.get(host, "source")
+    def source(self, host: str, repository: str | None = None) -> RegistryClient:
+        return self.get(host, "source", repository)
 
-    def destination(self, host: str) -> RegistryClient:
-        return self.get(host, "destination")
+    def destination(self, host: str, repository: str | None = None) -> RegistryClient:
+        return self.get(host, "destination", repository)
 
     async def close(self) -> None:
         for client in self._clients.values():

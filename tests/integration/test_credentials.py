@@ -221,3 +221,28 @@ def test_docker_config_credential_helpers(
 
     assert _inspect_raw(cli, source) == source.image.manifest
     assert calls.read_text().splitlines()[0] == f"get {host}"
+
+
+def test_an_auth_file_entry_for_the_namespace_applies_to_its_repositories_only(
+    seed_corpus: SeedCorpus, cli: Mirrord, tmp_path: Path
+) -> None:
+    source = seed_corpus("basic", "list")
+    host = source.registry.host
+    assert source.creds is not None
+    namespace, _, _ = CORPUS_REPO.partition("/")
+    # The most specific key wins: the namespace entry, not the wrong host-wide one.
+    authfile = _auth_json(
+        tmp_path / "auth.json",
+        {f"{host}/{namespace}": source.creds, f"{host}/elsewhere": CANARY, host: CANARY},
+    )
+    assert _inspect_raw(cli, source, "--authfile", str(authfile)) == source.image.manifest
+    other = cli(
+        "inspect",
+        *flags(source.registry, creds=False),
+        "--authfile",
+        str(authfile),
+        f"docker://{host}/elsewhere/app:v1",
+    )
+    assert other.returncode == 1, other.describe()
+    assert "refused" in other.error_line()
+    assert CANARY.password not in other.output
