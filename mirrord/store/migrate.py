@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from functools import cache
+from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mirrord.errors import StoreError
 from mirrord.store.db import Database
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+def migrations_dir() -> Path:
+    """The Alembic environment: the installed `mirrord_migrations` package (a wheel ships the
+    top-level migrations/ under that name), else migrations/ next to the source tree."""
+    spec = find_spec("mirrord_migrations")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+MIGRATIONS_DIR = migrations_dir()
 MIGRATION_LOCK_KEY = 0x6D6972726F7264  # "mirrord"
 _REVISION = re.compile(r'^(down_revision|revision)\b[^=]*=\s*"([^"]+)"', re.MULTILINE)
 
