@@ -48,9 +48,22 @@ def _password(values: dict[str, Any]) -> str:
 @click.option("-u", "--username", help="Username (prompted for when missing).")
 @click.option("-p", "--password", help="Password (prefer --password-stdin).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-@click.option("--authfile", type=click.Path(path_type=Path), envvar="REGISTRY_AUTH_FILE")
-@click.option("--tls-verify", type=click.BOOL, is_flag=False, flag_value="true", default=None)
-@click.option("--cert-dir", type=click.Path(path_type=Path))
+@click.option(
+    "--authfile",
+    type=click.Path(path_type=Path),
+    envvar="REGISTRY_AUTH_FILE",
+    help="Auth file to write (default: $XDG_RUNTIME_DIR/containers/auth.json).",
+)
+@click.option(
+    "--tls-verify",
+    type=click.BOOL,
+    is_flag=False,
+    flag_value="true",
+    default=None,
+    metavar="[=BOOL]",
+    help="Require HTTPS and verify certificates (false: skip verification, allow HTTP).",
+)
+@click.option("--cert-dir", type=click.Path(path_type=Path), help="certs.d directory.")
 @click.option("--get-login", is_flag=True, help="Print the user logged in to REGISTRY.")
 @pass_values
 def login(values: dict[str, Any]) -> None:
@@ -73,7 +86,12 @@ def login(values: dict[str, Any]) -> None:
 @main.command()
 @click.argument("registry", required=False)
 @click.option("-a", "--all", "all_", is_flag=True, help="Remove every stored credential.")
-@click.option("--authfile", type=click.Path(path_type=Path), envvar="REGISTRY_AUTH_FILE")
+@click.option(
+    "--authfile",
+    type=click.Path(path_type=Path),
+    envvar="REGISTRY_AUTH_FILE",
+    help="Auth file to edit (default: $XDG_RUNTIME_DIR/containers/auth.json).",
+)
 @pass_values
 def logout(values: dict[str, Any]) -> None:
     """Remove the stored credentials for REGISTRY (or --all)."""

@@ -125,7 +125,10 @@ def mapped_errors(host: str, what: str) -> Iterator[None]:
             "configure cert-dir with the registry's CA, or tls-verify=false"
         ) from None
     except (aiohttp.ClientConnectorSSLError, aiohttp.ClientSSLError, ssl.SSLError) as exc:
-        raise TLSFailure(f"{host}: TLS handshake failed ({_ssl_reason(exc)})") from None
+        reason = _ssl_reason(exc)
+        raise TLSFailure(
+            f"{host}: TLS handshake failed ({reason}){_cert_hint(reason)}{_plain_hint(reason)}"
+        ) from None
     except aiohttp.ClientConnectorError as exc:
         reason = exc.os_error.strerror or type(exc.os_error).__name__
         raise ConnectionFailed(f"{host}: cannot connect ({reason})") from None
@@ -148,7 +151,15 @@ def mapped_errors(host: str, what: str) -> Iterator[None]:
 
 def _ssl_reason(exc: BaseException) -> str:
     inner = getattr(exc, "os_error", None) or exc
-    return getattr(inner, "reason", None) or type(inner).__name__
+    reason = getattr(inner, "reason", None) or type(inner).__name__
+    return str(reason).lower().replace("_", " ")
+
+
+def _plain_hint(reason: str) -> str:
+    # What an HTTPS client reads when the server answers in plain HTTP.
+    if "wrong version number" not in reason and "record layer failure" not in reason:
+        return ""
+    return "; the registry may speak plain HTTP (tls-verify=false, or tls: plain-http)"
 
 
 _SSL_MESSAGE = re.compile(r"\[SSL: [A-Z0-9_]+\] (?P<reason>.*?)(?: \(_ssl\.c:\d+\))?$")

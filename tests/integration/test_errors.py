@@ -127,6 +127,11 @@ CASES: dict[str, Case] = {
     "unreachable-host": Case(1, ("cannot connect",), _unreachable),
     "tls-without-ca": Case(1, ("certificate", "cert-dir"), _no_ca),
     "tls-without-client-cert": Case(1, ("TLS", "client certificate"), _no_client_cert),
+    "https-to-a-plain-http-registry": Case(
+        1,
+        ("TLS", "plain HTTP"),
+        lambda s: Target(s("anonymous", "oci").registry.host, f"{CORPUS_REPO}:oci", _creds_flag),
+    ),
     "malformed-reference": Case(
         2,
         ("invalid", "Bad_Repo"),
