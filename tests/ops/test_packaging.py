@@ -58,3 +58,39 @@ def test_an_installed_wheel_migrates_a_database(wheel: Path, tmp_path: Path) -> 
     assert "(head)" in upgraded
     assert "(head)" in _run(mirrord, "db", "current", "--database", database, cwd=tmp_path)
     assert "Usage" in _run(mirrord, "run", "--help", cwd=tmp_path)
+
+
+def _dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's instructions, by stage: [(INSTRUCTION, arguments), ...]."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    stages: list[list[tuple[str, str]]] = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        instruction, _, arguments = line.strip().partition(" ")
+        if instruction.upper() == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((instruction.upper(), arguments.strip()))
+    return stages
+
+
+def test_dockerfile_builds_in_stages_and_runs_the_daemon_unprivileged() -> None:
+    """Docker is not available here: check what can be checked without it. The build stage's
+    commands (pip install, then `mirrord db upgrade` outside the source tree) are the ones
+    test_an_installed_wheel_migrates_a_database runs."""
+    build, runtime = _dockerfile_stages()
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    for instruction, arguments in build:
+        if instruction == "COPY":
+            *sources, _ = arguments.split()
+            for source in sources:
+                assert (ROOT / source).exists(), source
+                assert f"!{source.rstrip('/')}" in {i.rstrip("/") for i in ignored}, source
+    assert any("db upgrade" in a for i, a in build if i == "RUN")
+    final = dict(runtime)
+    assert final["USER"] not in ("root", "0")
+    assert final["ENTRYPOINT"] == '["mirrord", "run"]'
+    assert "/healthz" in final["HEALTHCHECK"]
+    assert final["COPY"].startswith("--from=build ")
+    assert "/var/lib/mirrord" in final["VOLUME"]
