@@ -250,7 +250,7 @@ class Metrics(Observer, JobEvents):
                     value = 1 if source.last_run_status.value == status else 0
                     self.source_last_status.labels(name, status).set(value)
 
-    async def keep_fresh(self, store: Store, every: float = 5.0, gap: float = 0.5) -> None:
+    async def keep_fresh(self, store: Store, every: float = 10.0, gap: float = 2.0) -> None:
         """Refresh the database gauges forever (run as a background task): every `every`
         seconds, and soon after a job ends, but at most once per `gap` seconds, so a burst of
         finishing jobs costs a few queries, not one per job."""

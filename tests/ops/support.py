@@ -231,6 +231,20 @@ class MirrordDaemon:
             samples = await self.metrics()
         return samples
 
+    async def wait_for_api(
+        self, path: str, ready: Callable[[Any], bool], within: float = 30.0
+    ) -> Any:
+        """GET `path` until `ready(body)` holds; return that body."""
+        deadline = time.monotonic() + within
+        while True:
+            status, body = await self.get(path)
+            assert status == 200, (status, body)
+            if ready(body):
+                return body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{path} not as expected after {within}s: {body}\n{self}")
+            await asyncio.sleep(0.2)
+
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
         """Send `sig`, wait for the exit and return its status (SIGKILL after a timeout)."""
         if self.process.poll() is None:

@@ -103,9 +103,11 @@ async def test_a_sync_shows_tags_bytes_mounts_and_last_success(
     assert samples.value("mirrord_tags_total", result="copied") == 3
     assert samples.value("mirrord_destination_written_bytes_total") == unique_bytes
 
-    # `mirrord status` reads the database and shows what /api/status shows.
-    status, api = await daemon.get("/api/status")
-    assert status == 200
+    # `mirrord status` reads the database and shows what /api/status shows (once the second
+    # run is closed: the metrics may see its last job before the run's own status changes).
+    api = await daemon.wait_for_api(
+        "/api/status", lambda facts: [r["status"] for r in facts["runs"]] == ["succeeded"] * 2
+    )
     shown = json.loads((await mirrord_cli("status", "--config", str(config), "--json")).stdout)
     for facts in (api, shown):
         facts.pop("oldest_queued_seconds")
@@ -130,27 +132,35 @@ async def test_a_failing_source_shows_in_failure_counters_and_api_reasons(
         {
             "app/good:v1": image_builder.image("good"),
             "app/broken:v1": image_builder.image("broken", layers=[image_builder.layer("big")]),
+            "app/fragile:v1": image_builder.image("fragile"),
         },
     )
     flaky = fault_proxy(source)
     flaky.respond(404, method="GET", path="/v2/app/broken/blobs/")  # the source lost a layer
+    corrupt = fault_proxy(source)
+    corrupt.corrupt(method="GET", path="/blobs/")  # every blob arrives with one byte flipped
     sources = [
         skopeo_source(tmp_path, "good", source.host, {"app/good": ["v1"]}),
         skopeo_source(tmp_path, "broken", flaky.host, {"app/broken": ["v1"]}),
         skopeo_source(tmp_path, "missing", source.host, {"app/good": ["no-such-tag"]}),
+        skopeo_source(tmp_path, "corrupt", corrupt.host, {"app/fragile": ["v1"]}),
     ]
     daemon = start_daemon(daemon_config(tmp_path, destination=mirror.host, sources=sources))
     await daemon.wait_healthy()
     samples = await daemon.wait_for_metrics(
         lambda s: (
             s.value("mirrord_source_last_run_status", status="running") == 0
-            and s.value("mirrord_source_last_run_status") == 3
+            and s.value("mirrord_source_last_run_status") == 4
         )
     )
 
     failed = {"kind": "copy", "outcome": "failed"}
     assert samples.value("mirrord_jobs_finished_total", **failed, reason="blob_unknown") == 1
     assert samples.value("mirrord_jobs_finished_total", **failed, reason="manifest_unknown") == 1
+    assert samples.value("mirrord_jobs_finished_total", **failed, reason="digest_mismatch") == 1
+    # A blob is refused, re-fetched once and refused again (its siblings may be too).
+    assert samples.value("mirrord_digest_mismatches_total", registry=corrupt.host) >= 2
+    assert samples.value("mirrord_digest_mismatches_total", registry=source.host) == 0
     assert samples.value("mirrord_jobs_finished_total", kind="copy", outcome="copied") == 1
     assert samples.value("mirrord_blobs_total", outcome="failed") >= 1
     assert (
@@ -159,8 +169,13 @@ async def test_a_failing_source_shows_in_failure_counters_and_api_reasons(
         )
         >= 1
     )
-    assert samples.value("mirrord_jobs", state="failed") == 2
-    for name, last in (("good", "succeeded"), ("broken", "failed"), ("missing", "failed")):
+    assert samples.value("mirrord_jobs", state="failed") == 3
+    for name, last in (
+        ("good", "succeeded"),
+        ("broken", "failed"),
+        ("missing", "failed"),
+        ("corrupt", "failed"),
+    ):
         assert samples.value("mirrord_source_last_run_status", source=name, status=last) == 1
     assert samples.has("mirrord_source_last_success_timestamp_seconds", source="good")
     assert not samples.has("mirrord_source_last_success_timestamp_seconds", source="broken")
@@ -168,7 +183,8 @@ async def test_a_failing_source_shows_in_failure_counters_and_api_reasons(
     status, body = await daemon.get("/api/jobs?state=failed")
     assert status == 200
     reasons = {job["source"]: (job["reason"], job["error"]) for job in body["jobs"]}
-    assert reasons.keys() == {"broken", "missing"}
+    assert reasons.keys() == {"broken", "missing", "corrupt"}
+    assert reasons["corrupt"][0] == "digest_mismatch"
     assert reasons["broken"][0] == "blob_unknown"
     assert "404" in reasons["broken"][1]
     assert reasons["missing"][0] == "manifest_unknown"
@@ -177,6 +193,7 @@ async def test_a_failing_source_shows_in_failure_counters_and_api_reasons(
     assert {job["reason"] for job in facts["recent_failures"]} == {
         "blob_unknown",
         "manifest_unknown",
+        "digest_mismatch",
     }
     assert daemon.stop() == 0
 
@@ -187,7 +204,7 @@ async def test_a_failing_source_shows_in_failure_counters_and_api_reasons(
     assert by_source["good", "copy"]["digest"].startswith("sha256:")
     assert by_source["broken", "copy"]["reason"] == "blob_unknown"
     assert by_source["broken", "copy"]["level"] == "error"
-    assert len([r for r in outcomes if r["kind"] == "copy"]) == 3
+    assert len([r for r in outcomes if r["kind"] == "copy"]) == 4
 
 
 async def test_rate_limits_show_as_429s_backoff_and_remaining_quota(
