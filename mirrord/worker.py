@@ -33,6 +33,24 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def dead_local_workers(workers: set[str]) -> list[str]:
+    """Workers of this host whose process is gone (a PID that is alive, reused or not, counts as
+    alive: their jobs then wait for the lease to expire, which is always safe)."""
+    dead = []
+    host = socket.gethostname()
+    for worker in workers:
+        name, _, pid = worker.rpartition(":")
+        if name != host or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            dead.append(worker)
+        except PermissionError:
+            pass  # alive, someone else's
+    return dead
+
+
 @dataclass(frozen=True, slots=True)
 class JobOutcome:
     outcome: str  # e.g. "copied", "skipped", "listed"
@@ -363,7 +381,12 @@ class WorkerPool:
                 self.buffer = deque(job for job in self.buffer if job.id != job_id)
 
     async def reaper(self) -> None:
-        """Requeue jobs whose leases expired (a crashed worker's), forever."""
+        """Requeue the jobs of a dead predecessor on this host at once, then, forever, jobs
+        whose leases expired (a crashed worker's elsewhere)."""
+        dead = dead_local_workers(await self.store.queue.running_workers())
+        if dead:
+            result = await self.store.queue.reap_workers(dead)
+            log.warning("took back the jobs of %s (process gone): %r", ", ".join(dead), result)
         while True:
             result = await self.store.queue.reap()
             if result:

@@ -280,6 +280,25 @@ class JobVerbs(Component):
         reap = Requeue(expired, now, LEASE_EXPIRED, "lease expired: the worker stopped renewing it")
         return await self._db.write(lambda conn: reap.run(conn, now), "reaping expired leases")
 
+    async def reap_workers(self, workers: Sequence[str]) -> RequeueResult:
+        """Requeue the running jobs of workers known to be dead, without waiting for their
+        leases (a daemon restarted on the same host knows its previous process is gone)."""
+        if not workers:
+            return RequeueResult()
+        now = self._clock()
+        theirs = has_state(J.state, JobState.RUNNING) & J.worker.in_(list(workers))
+        reap = Requeue(theirs, now, LEASE_EXPIRED, "the worker process died")
+        return await self._db.write(lambda conn: reap.run(conn, now), "reaping dead workers")
+
+    async def running_workers(self) -> set[str]:
+        """Workers that hold running jobs."""
+        statement = select(J.worker).where(has_state(J.state, JobState.RUNNING)).distinct()
+
+        async def work(conn: AsyncConnection) -> set[str]:
+            return {w for w in (await conn.execute(statement)).scalars() if w}
+
+        return await self._db.read(work, "listing workers")
+
     async def cancel(self, job_id: int) -> bool:
         """Cancel a queued or running job (a running job's worker then fails to record it)."""
         now = self._clock()
