@@ -18,7 +18,7 @@ from tests.daemon.conftest import (
 )
 from tests.harness.faultproxy import FaultProxy
 
-EVERY_TAG = {repo: [] for repo in REPOS}  # skopeo's `[]`: all tags
+EVERY_TAG: dict[str, list[str]] = {repo: [] for repo in REPOS}  # skopeo: `[]` = all tags
 
 
 def finished_copies(env: DaemonEnv) -> int:
