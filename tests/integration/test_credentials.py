@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.registry import Credentials, RegistryServer, Variant
+from tests.harness.tokenserver import Access, TokenServer
 from tests.integration.conftest import CORPUS_REPO, SeedCorpus, Seeded
 from tests.integration.support import Mirrord, flags
 
@@ -246,3 +247,26 @@ def test_an_auth_file_entry_for_the_namespace_applies_to_its_repositories_only(
     assert other.returncode == 1, other.describe()
     assert "refused" in other.error_line()
     assert CANARY.password not in other.output
+
+
+def test_registry_token_is_sent_as_is(
+    seed_corpus: SeedCorpus, token_server: TokenServer, cli: Mirrord
+) -> None:
+    source = seed_corpus("token", "list")
+    token = token_server.issue(
+        source.registry.service, [Access("repository", CORPUS_REPO, ("pull",))]
+    )
+    before = len(token_server.requests(source.registry.service))
+    assert _inspect_raw(cli, source, "--registry-token", token) == source.image.manifest
+    assert len(token_server.requests(source.registry.service)) == before  # no token fetched
+
+
+def test_no_creds_ignores_the_auth_files(
+    seed_corpus: SeedCorpus, cli: Mirrord, tmp_path: Path
+) -> None:
+    source = seed_corpus("basic", "list")
+    assert source.creds is not None
+    _auth_json(cli.default_authfile, {source.registry.host: source.creds})
+    result = cli("inspect", "--raw", "--no-creds", *flags(source.registry, creds=False), source.ref)
+    assert result.returncode == 1, result.describe()
+    assert "no credentials" in result.error_line() or "none were found" in result.error_line()

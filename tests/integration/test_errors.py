@@ -264,3 +264,25 @@ def test_a_user_without_push_is_told_so_not_that_the_password_is_wrong(
     assert f"repository:{unique_repo}:pull,push" in line
     assert "refused" not in line
     assert reader.password not in result.output
+
+
+def test_corrupt_source_manifest_fails_the_copy_naming_the_digest(
+    seed_corpus: SeedCorpus, fault_proxy: MakeFaultProxy, cli: Mirrord, unique_repo: str
+) -> None:
+    source = seed_corpus("anonymous", "index")
+    child = source.image.children[0]
+    proxy = fault_proxy(source.registry)
+    proxy.corrupt(method="GET", path=rf"/manifests/{child.digest}$")
+    dest = source.registry
+    result = cli(
+        "copy",
+        "--all",
+        *src_flags(proxy),
+        *dest_flags(dest),
+        docker_ref(proxy, f"{CORPUS_REPO}:index"),
+        docker_ref(dest, f"{unique_repo}:v1"),
+    )
+    assert result.returncode == 1, result.describe()
+    assert child.digest in result.error_line()
+    with pytest.raises(SkopeoError, match=r"(?i)manifest unknown|name unknown"):
+        inspect_raw(dest, f"{unique_repo}:v1")

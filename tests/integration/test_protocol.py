@@ -313,3 +313,25 @@ def test_an_oversized_manifest_is_refused_after_4_MiB(length: str, cli: Mirrord)
     assert str(MANIFEST_CAP) in result.error_line() or "4 MiB" in result.error_line()
     assert sent[0] < 64 * 1024 * 1024
     assert result.max_rss < 200 * 1024 * 1024
+
+
+def test_429_on_a_streamed_blob_upload_is_retried_with_a_fresh_session(
+    seed_corpus: SeedCorpus,
+    make_registry: MakeRegistry,
+    fault_proxy: MakeFaultProxy,
+    cli: Mirrord,
+    tmp_path: Path,
+) -> None:
+    source = seed_corpus("anonymous", "oci")
+    dest = make_registry("anonymous")
+    proxy = fault_proxy(dest)
+    proxy.respond(429, method="PUT", path=r"/blobs/uploads/", times=1, retry_after=1)
+
+    _copy_to(cli, source.ref, source.registry, proxy, "mirror/app:v1")
+
+    puts = proxy.records(method="PUT", path=r"/blobs/uploads/")
+    assert [p.status for p in puts].count(429) == 1
+    assert [p.status for p in puts].count(201) == len(source.image.blobs)
+    # The refused PUT's session is not reused: one more POST than blobs.
+    assert proxy.count(method="POST", path=r"/blobs/uploads/") == len(source.image.blobs) + 1
+    assert_same_image(dest, "mirror/app", "v1", source.image, tmp_path)
