@@ -37,13 +37,6 @@ class Observer:
         """The first exchange with a registry settled how it is reached: verify, insecure
         (HTTPS without certificate checks) or plain-http."""
 
-    def digest_mismatch(self, registry: str) -> None:
-        """Content from `registry` did not match its descriptor (digest or size)."""
-
-    def tls_mode(self, registry: str, mode: str) -> None:
-        """The first exchange with a registry settled how it is reached: verify, insecure
-        (HTTPS without certificate checks) or plain-http."""
-
 
 class Observers(Observer):
     """Reports every callback to several observers (the metrics and a progress display)."""
