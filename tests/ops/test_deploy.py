@@ -246,3 +246,13 @@ def test_sync_runs_with_memory_deny_write_execute(
     )
     assert result.returncode == 0, result.stderr
     assert "1 copied" in result.stderr
+
+
+def test_operations_doc_lists_every_metric_and_alert() -> None:
+    doc = (DEPLOY.parent / "docs" / "operations.md").read_text()
+    table = set(re.findall(r"^\| `(mirrord_\w+)` \| (\w+) \|", doc, re.M))
+    families = {(f.name, f.type) for f in Metrics().registry.collect()}
+    documented = {(re.sub(r"_total$", "", name), kind) for name, kind in table}
+    assert documented == families
+    alerts = set(re.findall(r"^\| `(Mirrord\w+)` \|", doc, re.M))
+    assert alerts == set(rule_exprs())
