@@ -245,7 +245,7 @@ def test_daemon_values(tmp_path: Path) -> None:
         "1: database: expected a URL starting with one of sqlite, sqlite+aiosqlite, postgresql, "
         "postgresql+asyncpg",
         "2: listen: expected HOST:PORT (e.g. 127.0.0.1:9464), got 'localhost'",
-        "3: log.format: Input should be 'json' or 'text'",
+        "3: log.format: Input should be 'auto', 'json' or 'text'",
         "3: log.level: Input should be 'debug', 'info', 'warning' or 'error'",
         "4: destination.naming: scoped: true contradicts this naming",
         "4: destination: destination registry 'mirror' is not a host name: it needs a '.', "
