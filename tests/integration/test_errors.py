@@ -143,8 +143,10 @@ CASES: dict[str, Case] = {
 }
 
 
-def _check(result: CliResult, case: Case) -> None:
+def _check(result: CliResult, case: Case, target: Target) -> None:
     line = result.error_line()
+    if target.host:  # the registry is named
+        assert target.host in line, result.describe()
     assert result.returncode == case.code, result.describe()
     for word in case.words:
         assert word.lower() in line.lower(), result.describe()
@@ -159,7 +161,7 @@ def test_inspect_failure_is_one_line_without_secrets(
     case = CASES[case_id]
     target = case.target(seed_corpus)
     result = cli("inspect", *target.flags(""), target.ref)
-    _check(result, case)
+    _check(result, case, target)
 
 
 # The same client code as inspect: a few representative cases (unreachable costs 8 s of retries).
@@ -181,7 +183,7 @@ def test_copy_failure_on_the_source_is_one_line_without_secrets(
     dest = seed_corpus("anonymous", "oci").registry
     dest_ref = docker_ref(dest, f"{unique_repo}:v1")
     result = cli("copy", *target.flags("src"), *dest_flags(dest), target.ref, dest_ref)
-    _check(result, case)
+    _check(result, case, target)
     with pytest.raises(SkopeoError, match=r"(?i)manifest unknown|name unknown"):
         inspect_raw(dest, f"{unique_repo}:v1")
 
@@ -197,7 +199,7 @@ def test_copy_failure_on_the_destination_is_one_line_without_secrets(
     source = seed_corpus("anonymous", "oci")
     dest_ref = target.elsewhere(f"{unique_repo}:v1")
     result = cli("copy", *src_flags(source.registry), *target.flags("dest"), source.ref, dest_ref)
-    _check(result, case)
+    _check(result, case, target)
 
 
 # ------------------------------------------------------------------------------------------
