@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -353,8 +353,3 @@ def redirect_handler(location: str, status: int = 307) -> Handler:
         return web.Response(status=status, headers={"Location": location})
 
     return handle
-
-
-def lines_mentioning(text: str, needles: Sequence[str]) -> list[str]:
-    """Lines of `text` containing any of `needles` (for readable assertion messages)."""
-    return [line for line in text.splitlines() if any(n in line for n in needles)]
