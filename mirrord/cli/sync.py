@@ -89,7 +89,7 @@ def _config(values: dict[str, Any]) -> MirrorConfig:
     kwargs: dict[str, Any] = {
         "scoped": values["scoped"],
         "append_suffix": values["append_suffix"],
-        "platforms": platform_policy(values),
+        "platforms": platform_policy({"all": values["all_"], "platform": values["platform"]}),
     }
     if values["src_transport"] == "yaml":
         return skopeo_sync_config(values["destination"], file=Path(values["source"]), **kwargs)
