@@ -7,6 +7,9 @@ flags for a registry, checks of what landed, and a fake registry for hostile ans
 
 Every run has a timeout, a private HOME (no auth file of the machine is ever read), captured
 output, and its peak RSS (from `os.wait4`, so only the `mirrord` process itself counts).
+Bytecode is cached (in a directory of its own, never in the checkout) even where the
+environment says PYTHONDONTWRITEBYTECODE: an installed mirrord has its .pyc files, and
+compiling every module again would cost each run a third of a second.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from tests.harness.skopeo import Endpoint, copy_to_oci, inspect_raw
 
 DEFAULT_TIMEOUT = 120.0
 MiB = 1 << 20
+PYCACHE = Path(tempfile.gettempdir()) / f"mirrord-tests-pycache-{os.getuid()}"
 
 
 def mirrord_command() -> list[str]:
@@ -98,8 +102,10 @@ class Mirrord:
         home.mkdir(parents=True, exist_ok=True)
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("REGISTRY_AUTH_FILE",)}
+        dropped = ("REGISTRY_AUTH_FILE", "PYTHONDONTWRITEBYTECODE")
+        env = {k: v for k, v in os.environ.items() if k not in dropped}
         env |= {
+            "PYTHONPYCACHEPREFIX": str(PYCACHE),
             "HOME": str(self.home),
             "XDG_RUNTIME_DIR": str(self.home / "run"),
             "XDG_CONFIG_HOME": str(self.home / "config"),
