@@ -67,6 +67,7 @@ MAX_REDIRECTS = 10
 ERROR_BODY_CAP = 64 * 1024
 TOKEN_BODY_CAP = 1024 * 1024
 DEFAULT_CONNECTIONS = 32
+QUOTA_PAUSE = 300.0  # seconds between looks at an exhausted pull quota (regsync's minimum)
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_PAUSE = 900.0  # the longest Retry-After obeyed: a bogus "1 day" must not stall a registry
 
@@ -107,8 +108,14 @@ class Gate:
     def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
-    def pause_manifest_gets(self, seconds: float) -> None:
+    def pause_manifest_gets(self, seconds: float) -> bool:
+        """Pause manifest GETs; True if they were not paused already."""
+        was_running = self._manifests_paused_until <= time.monotonic()
         self._manifests_paused_until = max(self._manifests_paused_until, time.monotonic() + seconds)
+        return was_running
+
+    def resume_manifest_gets(self) -> None:
+        self._manifests_paused_until = 0.0
 
     @property
     def backoff_remaining(self) -> float:
@@ -459,19 +466,24 @@ class RegistryHttp:
         raise RedirectRefused(f"{self.host}: {what}: more than {MAX_REDIRECTS} redirects")
 
     def _observe_ratelimit(self, resp: aiohttp.ClientResponse) -> None:
+        """Docker Hub's pull quota: below the floor, manifest GETs (which spend it) pause;
+        HEADs (free) keep reading the figure and lift the pause once the window has moved."""
         remaining = parse_ratelimit(resp.headers.get("ratelimit-remaining"))
         if remaining is None:
             return
         self.observer.ratelimit_remaining(self.host, remaining)
         floor = self.options.ratelimit_floor
-        if floor is not None and remaining <= floor:
+        if floor is None:
+            return
+        if remaining > floor:
+            self.gate.resume_manifest_gets()
+        elif self.gate.pause_manifest_gets(QUOTA_PAUSE):
             log.warning(
-                "%s: ratelimit-remaining %d <= floor %d; pausing manifest pulls",
+                "%s: ratelimit-remaining %d <= floor %d: pausing manifest pulls",
                 self.host,
                 remaining,
                 floor,
             )
-            self.gate.pause_manifest_gets(300.0)
 
     async def _raise_for_status(
         self, resp: aiohttp.ClientResponse, method: str, what: str
