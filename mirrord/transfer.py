@@ -30,6 +30,7 @@ from mirrord.manifests import (
     subset_index,
 )
 from mirrord.model import PlatformMode, PlatformPolicy
+from mirrord.refs import is_digest
 from mirrord.transports.base import BlobOutcome, ImageDestination, ImageSource
 
 T = TypeVar("T")
@@ -113,7 +114,10 @@ class ImageCopy:
             self.destination.head(dst_ref) if check and whole and dst_ref else _none(),
         )
         if head is None:
-            raise ManifestUnknown(f"{self.source.description}: {src_ref} not found")
+            sep = "@" if is_digest(src_ref) else ":"
+            raise ManifestUnknown(
+                f"{self.source.description}{sep}{src_ref}: no such image (manifest unknown)"
+            )
         if current is not None and current.digest == head.digest:
             return self._result(head.digest, head.digest, True, started)
         top = await self._select(await self._fetch(head.digest))
