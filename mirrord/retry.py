@@ -33,7 +33,7 @@ class BackoffPolicy:
         return max(0.0, raw + jitter)
 
 
-REQUEST_BACKOFF = BackoffPolicy(base=0.5, cap=30.0, attempts=5, jitter=0.2)
+REQUEST_BACKOFF = BackoffPolicy(base=0.5, cap=30.0, attempts=4, jitter=0.2)
 
 
 def is_transient(error: BaseException) -> bool:
