@@ -25,14 +25,11 @@ from pathlib import Path
 from typing import Protocol
 
 from mirrord.bundle.info import BUNDLE_FILE, BundleImage, BundleInfo
-from mirrord.bundle.layouts import covered_blobs
-from mirrord.bundle.pack import is_packed_name, pack
 from mirrord.bundle.select import ExportItem
 from mirrord.errors import InvalidReference, LocalStorageError, MirrordError, NotFound
 from mirrord.model import Platform, PlatformPolicy
 from mirrord.refs import ImageReference
 from mirrord.transfer import CopyResult, copy_image
-from mirrord.transports.archivewriter import ArchiveWriter
 from mirrord.transports.base import ImageDestination, ImageSource
 from mirrord.transports.factory import Registries
 from mirrord.transports.localfs import LocalRoot
@@ -40,6 +37,7 @@ from mirrord.transports.ocilayout import OciDestination, OciLayout
 from mirrord.transports.regstorage import V2, RegistryStorage
 
 DEFAULT_JOBS = 8
+PACKED_SUFFIXES = (".tar", ".tar.zst")  # as mirrord.bundle.pack's, without importing it
 
 
 # -- where images come from -----------------------------------------------------------------
@@ -129,7 +127,7 @@ class StorageWriter:
         return item.tag or item.pool_reference
 
     def blob_digests(self) -> set[str]:
-        return self.storage.blob_digests()
+        return self.storage.data_digests()
 
     async def finish(self, info: BundleInfo) -> None:
         await asyncio.to_thread(_write_info, self.storage.fs, info)
@@ -168,6 +166,8 @@ class ArchiveBundleWriter:
     format = "docker-archive"
 
     def __init__(self, target: Path, skip: frozenset[str], rehash: bool, platform: Platform):
+        from mirrord.transports.archivewriter import ArchiveWriter
+
         self.writer = ArchiveWriter(target, platform, skip_data=skip, rehash=rehash)
         self._destination = self.writer.destination()
 
@@ -242,7 +242,7 @@ def build_dir(bundle: Path, options: ExportOptions) -> Path | None:
         if bundle.name.endswith(".zst"):
             raise InvalidReference("a docker-archive bundle is a plain .tar (docker load reads it)")
         return None
-    if is_packed_name(bundle):
+    if bundle.name.endswith(PACKED_SUFFIXES):
         return bundle.with_name(f".{bundle.name}.partial")
     return None
 
@@ -257,7 +257,11 @@ async def export_bundle(
     """Export `items` from `pool` into `bundle`; failures of single images are reported, not
     raised (the description lists what the bundle holds)."""
     started = time.monotonic()
-    base = covered_blobs(options.since, options.workdir) if options.since else frozenset()
+    base: frozenset[str] = frozenset()
+    if options.since is not None:
+        from mirrord.bundle.layouts import covered_blobs  # reads archives: only when asked
+
+        base = covered_blobs(options.since, options.workdir)
     staging = build_dir(bundle, options)
     writer = _writer(staging or bundle, options, base)
     try:
@@ -274,6 +278,8 @@ async def export_bundle(
     info = BundleInfo(writer.format, tuple(images), present - base, base, pool.description)
     await writer.finish(info)
     if staging is not None:
+        from mirrord.bundle.pack import pack
+
         await asyncio.to_thread(pack, staging, bundle)
         shutil.rmtree(staging)
     return _report(bundle, outcomes, len(info.blobs), started)

@@ -16,12 +16,11 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from mirrord.config.autodetect import load_any
-from mirrord.config.load import load_daemon_data, load_daemon_document, sniff
-from mirrord.config.naming import Destination
-from mirrord.config.yamlsafe import read_yaml
+from mirrord.config.context import Choices, SourceContext
+from mirrord.config.imagelist import list_selections, parse_image_list
+from mirrord.config.naming import Destination, Naming
+from mirrord.config.yamlsafe import read_text, read_yaml
 from mirrord.errors import ConfigError
 from mirrord.model import PlatformPolicy
 from mirrord.plan import RepoSelection, copies_for
@@ -62,15 +61,25 @@ def is_list_file(path: Path) -> bool:
     return not isinstance(data, dict)
 
 
+def list_file_selections(path: Path, pool: Destination) -> tuple[RepoSelection, ...]:
+    """An image list read as a daemon config's `list:` source would read it (lines relative to
+    docker.io, `path` naming), without loading the daemon config's models."""
+    parsed = parse_image_list(read_text(path), "docker.io")
+    ctx = SourceContext(path.stem, pool, Naming.PATH, "", Choices(platforms=PlatformPolicy.all()))
+    selections, naming = list_selections(parsed, ctx)
+    problems = [f"{path}:{line}: {message}" for line, message in (*parsed.problems, *naming)]
+    if problems:
+        raise ConfigError(f"{path}: {len(problems)} problem(s)", tuple(problems))
+    return tuple(selections)
+
+
 def load_selections(path: Path, pool: Destination) -> tuple[RepoSelection, ...]:
     """The selections of LIST, with the pool as their destination."""
     if is_list_file(path):
-        data: dict[str, Any] = {
-            "destination": {"registry": pool.registry, "prefix": pool.prefix},
-            "platforms": "all",
-            "sources": [{"list": str(path.absolute())}],
-        }
-        return load_daemon_data(data, str(path), path.parent).selections
+        return list_file_selections(path, pool)
+    from mirrord.config.autodetect import load_any  # the YAML kinds need the full models
+    from mirrord.config.load import load_daemon_document, sniff
+
     doc = read_yaml(path)
     if sniff(doc.data) == "daemon":
         data = dict(doc.data)

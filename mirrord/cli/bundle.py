@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,9 +20,7 @@ from mirrord.bundle.export import (
     export_bundle,
 )
 from mirrord.bundle.info import FORMATS
-from mirrord.bundle.layouts import covered_blobs, open_bundle
 from mirrord.bundle.select import ExportItem, load_selections, plan_export
-from mirrord.bundle.verify import VerifyReport, verify_bundle
 from mirrord.cli import main
 from mirrord.cli.common import (
     EXIT_FAILED,
@@ -36,7 +34,6 @@ from mirrord.cli.common import (
     registry_options,
     run,
 )
-from mirrord.config.load import PLACEHOLDER_DESTINATION
 from mirrord.config.naming import Destination
 from mirrord.errors import InvalidReference
 from mirrord.model import Platform, PlatformPolicy
@@ -45,7 +42,11 @@ from mirrord.transports.location import LocalLocation, parse_location
 from mirrord.transports.regstorage import RegistryStorage
 from mirrord.units import human_bytes
 
+if TYPE_CHECKING:
+    from mirrord.bundle.verify import VerifyReport
+
 LISTING_CONCURRENCY = 8
+STORAGE_POOL_HOST = "pool.invalid"  # names images of a pool that is a directory, not a host
 
 
 def _pool_destination(text: str) -> tuple[Destination, LocalLocation | None]:
@@ -54,7 +55,7 @@ def _pool_destination(text: str) -> tuple[Destination, LocalLocation | None]:
         return Destination.parse(text.removeprefix("docker://")), None
     location = parse_location(text, None)
     if isinstance(location, LocalLocation) and location.transport == "registry-storage":
-        return Destination.make(PLACEHOLDER_DESTINATION, location.reference or ""), location
+        return Destination.make(STORAGE_POOL_HOST, location.reference or ""), location
     raise InvalidReference(
         f"--from {text!r}: expected docker://REGISTRY[/PREFIX] or registry-storage:PATH[:PREFIX]"
     )
@@ -238,6 +239,7 @@ async def _import(
     bundle: Path, target: Destination, options: Any, values: dict[str, Any]
 ) -> tuple[int, int, float]:
     from mirrord.bundle.importer import ImportOutcome, import_bundle
+    from mirrord.bundle.layouts import open_bundle
 
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -280,6 +282,9 @@ def verify(bundle: Path, base: Path | None, workdir: Path | None) -> None:
 
 
 async def _verify(bundle: Path, base: Path | None, workdir: Path | None) -> VerifyReport:
+    from mirrord.bundle.layouts import covered_blobs, open_bundle
+    from mirrord.bundle.verify import verify_bundle
+
     covered = covered_blobs(base, workdir) if base is not None else None
     with open_bundle(bundle, workdir) as opened:
         return await verify_bundle(opened, covered)

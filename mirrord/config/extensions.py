@@ -17,12 +17,11 @@ config, which override the daemon-wide defaults.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field, replace
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from pydantic import Field, NonNegativeInt, PositiveInt
 
+from mirrord.config.context import Choices as Choices  # re-exported
 from mirrord.config.fields import (
     EmptyIfNull,
     ImmutableTags,
@@ -31,9 +30,6 @@ from mirrord.config.fields import (
     Regex,
     TLSChoice,
 )
-from mirrord.model import PlatformPolicy
-
-T = TypeVar("T")
 
 
 class SelectionOptions(Model):
@@ -57,29 +53,3 @@ class RegistryExtension(SelectionOptions):
     tls: TLSChoice | None = None
     ratelimit_floor: NonNegativeInt | None = Field(None, alias="ratelimit-floor")
     repos: Annotated[dict[str, RepoExtension | None], EmptyIfNull] = Field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Choices:
-    """The resolved selection options at one level."""
-
-    exclude: re.Pattern[str] | None = None
-    keep_latest: int | None = None
-    platforms: PlatformPolicy = field(default_factory=PlatformPolicy.all)
-    immutable: bool | re.Pattern[str] = False
-
-    def over(self, options: SelectionOptions | None) -> Choices:
-        """These choices with whatever `options` sets replacing them."""
-        if options is None:
-            return self
-        return replace(
-            self,
-            exclude=_pick(options.exclude, self.exclude),
-            keep_latest=_pick(options.keep_latest, self.keep_latest),
-            platforms=_pick(options.platforms, self.platforms),
-            immutable=_pick(options.immutable_tags, self.immutable),
-        )
-
-
-def _pick(new: T | None, old: T) -> T:
-    return old if new is None else new

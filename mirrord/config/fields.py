@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainValidator
 from pydantic_core import PydanticCustomError
 
+from mirrord.config.naming import Naming as Naming  # defined without pydantic, re-exported
 from mirrord.errors import InvalidReference
 from mirrord.model import Platform, PlatformPolicy
 from mirrord.semver import Constraint, SemverError
@@ -27,6 +28,7 @@ class Model(BaseModel):
         extra="forbid",
         hide_input_in_errors=True,
         arbitrary_types_allowed=True,
+        defer_build=True,
     )
 
 
@@ -105,14 +107,6 @@ class TLSChoice(StrEnum):
     VERIFY = "verify"
     INSECURE = "insecure"
     PLAIN_HTTP = "plain-http"
-
-
-class Naming(StrEnum):
-    """How a source repository is named under the destination prefix."""
-
-    BASENAME = "basename"  # skopeo's default: the last path component
-    SCOPED = "scoped"  # skopeo --scoped: source registry + full path
-    PATH = "path"  # the full path without the registry (docker.io's library/ dropped)
 
 
 Regex = Annotated[re.Pattern[str], PlainValidator(compile_regex)]

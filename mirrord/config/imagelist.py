@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mirrord.config.context import SourceContext
+from mirrord.config.invalid import Invalid
 from mirrord.config.naming import target_repository
-from mirrord.config.problems import Invalid
-from mirrord.config.skopeo import SourceContext
 from mirrord.errors import InvalidReference
 from mirrord.plan import RepoSelection
 from mirrord.refs import ImageReference, is_tag, normalize_registry

@@ -12,12 +12,20 @@ For destination `REG/PREFIX` and source `registry.example.com/coreos/etcd`:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
-from mirrord.config.fields import Naming
 from mirrord.errors import InvalidReference
 from mirrord.refs import DOCKER_HUB, ImageReference, check_registry, check_repository
 
 _LIBRARY = "library/"
+
+
+class Naming(StrEnum):
+    """How a source repository is named under the destination prefix."""
+
+    BASENAME = "basename"  # skopeo's default: the last path component
+    SCOPED = "scoped"  # skopeo --scoped: source registry + full path
+    PATH = "path"  # the full path without the registry (docker.io's library/ dropped)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,14 +14,11 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, RootModel, ValidationError
 
+from mirrord.config.invalid import Invalid as Invalid  # re-exported
 from mirrord.config.yamlsafe import Document, KeyPath
 from mirrord.errors import ConfigError
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-class Invalid(Exception):
-    """A problem with one value, raised by a check and recorded where the value is."""
 
 
 def format_path(path: KeyPath) -> str:

@@ -15,9 +15,10 @@ from typing import Annotated
 
 from pydantic import Field, RootModel, SecretStr
 
+from mirrord.config.context import SourceContext as SourceContext  # re-exported
 from mirrord.config.extensions import Choices, RegistryExtension
-from mirrord.config.fields import EmptyIfNull, Model, Naming, Regex, Semver
-from mirrord.config.naming import Destination, target_repository
+from mirrord.config.fields import EmptyIfNull, Model, Regex, Semver
+from mirrord.config.naming import target_repository
 from mirrord.config.problems import Invalid, Problems
 from mirrord.config.registries import (
     RegistrySettings,
@@ -68,19 +69,7 @@ class RegistryBlock(Model):
 class SkopeoFile(RootModel[dict[str, RegistryBlock | None]]):
     """A whole skopeo sync YAML file: registry host → RegistryBlock."""
 
-    model_config = {"frozen": True}
-
-
-@dataclass(frozen=True, slots=True)
-class SourceContext:
-    """What a source file is read against: its name, the destination, the inherited options."""
-
-    name: str
-    destination: Destination
-    naming: Naming = Naming.BASENAME
-    suffix: str = ""
-    choices: Choices = field(default_factory=Choices)
-    base_dir: Path = Path()
+    model_config = {"frozen": True, "defer_build": True}
 
 
 @dataclass

@@ -17,16 +17,15 @@ from typing import TYPE_CHECKING, NoReturn
 from mirrord.errors import InvalidReference
 from mirrord.model import Platform
 from mirrord.refs import ImageReference, check_repository, is_digest
-from mirrord.transports.archivewriter import ArchiveWriter
 from mirrord.transports.base import ImageDestination, ImageSource
 from mirrord.transports.dirlayout import DirDestination, DirImage, DirSource
-from mirrord.transports.dockerarchive import ArchiveReader, ArchiveSource
 from mirrord.transports.location import DockerLocation, LocalLocation, Location
 from mirrord.transports.ocilayout import OciDestination, OciLayout, OciSource
 from mirrord.transports.regstorage import RegistryStorage
 
 if TYPE_CHECKING:
     from mirrord.blobs import BlobService
+    from mirrord.transports.archivewriter import ArchiveWriter
     from mirrord.transports.docker import ClientPool, OptionsFor
 
 DEFAULT_BLOB_STREAMS = 6
@@ -126,6 +125,8 @@ async def open_source(
     elif location.transport == "oci":
         yield OciSource(OciLayout.open(path)), reference
     elif location.transport == "docker-archive":
+        from mirrord.transports.dockerarchive import ArchiveReader, ArchiveSource
+
         with ArchiveReader(path) as reader:
             yield ArchiveSource(reader, reference), reference
     else:
@@ -167,6 +168,8 @@ async def open_destination(
 
 @contextlib.asynccontextmanager
 async def _archive(path: Path, platform: Platform) -> AsyncIterator[ArchiveWriter]:
+    from mirrord.transports.archivewriter import ArchiveWriter
+
     writer = ArchiveWriter(path, platform)
     try:
         yield writer

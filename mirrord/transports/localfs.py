@@ -18,8 +18,8 @@ import ctypes
 import errno
 import fcntl
 import hashlib
+import itertools
 import os
-import secrets
 import stat
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,6 +32,8 @@ FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # A hard link that fails for one of these reasons falls back to reflink, then to a copy.
+_PID = os.getpid()
+_TEMP_IDS = itertools.count()
 _NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES})
 
 
@@ -50,37 +52,59 @@ class LocalRoot:
             root.mkdir(parents=True, exist_ok=True)
         if not root.is_dir():
             raise LocalStorageError(f"{root}: no such directory")
+        # Empty when opened: every directory below is one this object makes (and caches), so
+        # one it has not made does not exist, and need not be looked for. One planted meanwhile
+        # still makes mkdir() fail, and is then checked like any other.
+        self.fresh = create and _empty(root)
         self.root = Path(os.path.realpath(root))
+        self._root_text = str(self.root)
+        self._root_prefix = self._root_text.rstrip(os.sep) + os.sep
         self.durable = durable
-        self._dirs: set[Path] = {self.root}  # checked: real directories, no symlink on the way
+        # Checked: real directories, no symlink on the way. Strings, not Paths: bundles check
+        # thousands of directories and pathlib's parsing would dominate the run.
+        self._dirs: set[str] = {self._root_text}
 
     def __repr__(self) -> str:
         return f"LocalRoot({str(self.root)!r})"
 
     def path(self, *parts: str) -> Path:
         """root/parts..., each part checked by `check_component`."""
-        return self.root.joinpath(*map(check_component, parts))
+        for part in parts:
+            check_component(part)
+        return Path(self._root_prefix + "/".join(parts))
 
     # -- checks ----------------------------------------------------------------------------
 
-    def _inside(self, path: Path) -> None:
-        if path != self.root and self.root not in path.parents:
+    def _inside(self, path: Path | str) -> None:
+        # A string test: `root in path.parents` builds a Path per ancestor, per call.
+        text = str(path)
+        if text != self._root_text and not text.startswith(self._root_prefix):
             raise LocalStorageError(f"{path}: outside {self.root}")
 
     def _parent_ok(self, path: Path) -> bool:
         """True when path's parent exists as a real directory below the root; False when it
         does not exist; LocalStorageError when a symlink or a file stands in the way."""
         self._inside(path)
-        parent = path.parent
-        if parent in self._dirs:
+        return self._real_dir(_dirname(str(path)))
+
+    def _real_dir(self, directory: str) -> bool:
+        # Only the components below the nearest directory already checked are looked at, one
+        # lstat each (realpath() would re-walk the whole path from / every time).
+        if directory in self._dirs:
             return True
-        if not os.path.lexists(parent):
+        if not directory.startswith(self._root_prefix):
+            return True  # the root itself or above it: resolved by realpath() when opened
+        if self.fresh or not self._real_dir(_dirname(directory)):
             return False
-        if os.path.realpath(parent) != str(parent):
-            raise LocalStorageError(f"refusing to follow a symlink on the way to {path}")
-        if not parent.is_dir():
+        try:
+            mode = os.lstat(directory).st_mode
+        except (FileNotFoundError, NotADirectoryError):
             return False
-        self._dirs.add(parent)
+        if stat.S_ISLNK(mode):
+            raise LocalStorageError(f"refusing to follow a symlink at {directory}")
+        if not stat.S_ISDIR(mode):
+            return False
+        self._dirs.add(directory)
         return True
 
     def stat_file(self, path: Path) -> int | None:
@@ -113,7 +137,7 @@ class LocalRoot:
         """Names in directory `path`, sorted ([] when absent); symlinks in it are refused."""
         if not self.is_dir(path):
             return []
-        self._dirs.add(path)
+        self._dirs.add(str(path))
         names = []
         with os.scandir(path) as entries:
             for entry in entries:
@@ -126,6 +150,10 @@ class LocalRoot:
 
     def open_file(self, path: Path) -> int:
         """A read-only descriptor for the regular file at `path` (never through a symlink)."""
+        return self._open(path)[0]
+
+    def _open(self, path: Path) -> tuple[int, int]:
+        """(descriptor, size) of the regular file at `path`."""
         if not self._parent_ok(path):
             raise LocalStorageError(f"{path}: no such file")
         try:
@@ -136,20 +164,36 @@ class LocalRoot:
             if exc.errno == errno.ELOOP:
                 raise LocalStorageError(f"refusing symlink {path}") from None
             raise LocalStorageError(f"{path}: {exc.strerror}") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise LocalStorageError(f"{path}: not a regular file")
-        return fd
+        return fd, st.st_size
 
     def read_file(self, path: Path, cap: int) -> bytes | None:
         """The file's bytes (None when absent); LocalStorageError when larger than `cap`."""
-        if self.stat_file(path) is None:
+        if not self._parent_ok(path):
             return None
-        with os.fdopen(self.open_file(path), "rb") as f:
-            data = f.read(cap + 1)
-        if len(data) > cap:
-            raise LocalStorageError(f"{path}: larger than {cap} bytes")
-        return data
+        try:
+            fd, expected = self._open(path)
+        except LocalStorageError:
+            if not os.path.lexists(path):
+                return None
+            raise
+        # Raw reads, sized by fstat: a Python file object costs an fstat, an lseek and an
+        # isatty ioctl more per file, and bundles read thousands of small ones.
+        try:
+            if expected > cap:
+                raise LocalStorageError(f"{path}: larger than {cap} bytes")
+            parts, size = [], 0
+            while size < expected and (chunk := os.read(fd, min(CHUNK, cap + 1 - size))):
+                parts.append(chunk)
+                size += len(chunk)
+                if size > cap:
+                    raise LocalStorageError(f"{path}: larger than {cap} bytes")
+        finally:
+            os.close(fd)
+        return b"".join(parts)
 
     @contextlib.asynccontextmanager
     async def chunks(self, path: Path, size: int) -> AsyncIterator[AsyncIterator[bytes]]:
@@ -174,26 +218,40 @@ class LocalRoot:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def makedirs(self, directory: Path) -> None:
+    def makedirs(self, directory: Path | str) -> None:
         """Create `directory` and its parents below the root; refuse symlinks and files."""
-        if directory in self._dirs:
+        text = str(directory)
+        if text in self._dirs:
             return
-        self._inside(directory)
-        self.makedirs(directory.parent)
+        self._inside(text)
+        self._makedirs(text)
+
+    def _makedirs(self, text: str) -> None:
+        if text in self._dirs:
+            return
+        self._makedirs(_dirname(text))
         try:
-            directory.mkdir(0o755)
+            Path(text).mkdir(0o755)
         except FileExistsError:
-            mode = os.lstat(directory).st_mode
+            mode = os.lstat(text).st_mode
             if stat.S_ISLNK(mode):
-                raise LocalStorageError(f"refusing to follow a symlink at {directory}") from None
+                raise LocalStorageError(f"refusing to follow a symlink at {text}") from None
             if not stat.S_ISDIR(mode):
-                raise LocalStorageError(f"{directory}: exists and is not a directory") from None
-        self._dirs.add(directory)
+                raise LocalStorageError(f"{text}: exists and is not a directory") from None
+        self._dirs.add(text)
+
+    def _temp_name(self, path: Path) -> Path:
+        # O_EXCL|O_NOFOLLOW make any name safe; a counter avoids a getrandom() per file.
+        return path.parent / f".{path.name[:200]}.tmp-{_PID}-{next(_TEMP_IDS)}"
 
     def _temp(self, path: Path) -> tuple[Path, int]:
         self.makedirs(path.parent)
-        temp = path.parent / f".{path.name[:200]}.tmp-{secrets.token_hex(6)}"
-        return temp, os.open(temp, _TEMP_FLAGS, 0o644)
+        while True:
+            temp = self._temp_name(path)
+            try:
+                return temp, os.open(temp, _TEMP_FLAGS, 0o644)
+            except FileExistsError:
+                continue  # left by an earlier process with our pid: take the next name
 
     def _commit(self, temp: Path, path: Path) -> None:
         # rename() replaces a symlink planted at `path` itself; it never writes through one.
@@ -205,19 +263,38 @@ class LocalRoot:
         """Atomically replace `path` with `data`."""
         temp, fd = self._temp(path)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
                 if self.durable:
-                    os.fsync(f.fileno())
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
             self._commit(temp, path)
         except BaseException:
             _unlink_quietly(temp)
             raise
 
     def link_file(self, source: Path, path: Path) -> bool:
-        """Hard-link `source` (a checked file) to `path`; False when links are impossible here."""
+        """Hard-link `source` (a checked, complete file) to `path`; False when links are
+        impossible here. A new name is linked in place, which is atomic already (the name
+        appears with all its bytes or not at all); an existing one is replaced by rename."""
         self.makedirs(path.parent)
-        temp = path.parent / f".{path.name[:200]}.tmp-{secrets.token_hex(6)}"
+        try:
+            os.link(source, path, follow_symlinks=False)
+        except FileExistsError:
+            return self._relink(source, path)
+        except OSError as exc:
+            if exc.errno in _NO_LINK:
+                return False
+            raise LocalStorageError(f"linking {source} to {path}: {exc.strerror}") from None
+        if self.durable:
+            self.sync_dir(path.parent)
+        return True
+
+    def _relink(self, source: Path, path: Path) -> bool:
+        temp = self._temp_name(path)
         try:
             os.link(source, temp, follow_symlinks=False)
         except OSError as exc:
@@ -338,6 +415,16 @@ class VerifyingWriter:
 async def _read_chunks(f: BinaryIO) -> AsyncIterator[bytes]:
     while chunk := await asyncio.to_thread(f.read, CHUNK):
         yield chunk
+
+
+def _empty(directory: Path) -> bool:
+    with os.scandir(directory) as entries:
+        return next(entries, None) is None
+
+
+def _dirname(path: str) -> str:
+    """The parent of an absolute path, as a string (pathlib would parse it again)."""
+    return path.rpartition("/")[0] or "/"
 
 
 def _unlink_quietly(path: Path) -> None:

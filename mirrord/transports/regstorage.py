@@ -47,6 +47,7 @@ class RegistryStorage:
         self.skip_data = skip_data
         self.placer = BlobPlacer(fs, rehash=rehash)
         self._manifests: dict[str, Manifest] = {}  # read once: head() then manifest()
+        self.stored: set[str] = set()  # data this object wrote or found in place
 
     @classmethod
     def open(cls, root: Path, *, create: bool = False, durable: bool = True) -> RegistryStorage:
@@ -165,6 +166,12 @@ class RegistryStorage:
         path = self.blob_path(manifest.digest)
         if self.fs.stat_file(path) != manifest.size:
             self.fs.write_bytes(path, manifest.raw)
+        self.stored.add(manifest.digest)
+
+    def data_digests(self) -> set[str]:
+        """The data this storage holds: what it stored, if it was empty when opened (no need
+        to walk the tree), else what a walk of the blob store finds."""
+        return set(self.stored) if self.fs.fresh else self.blob_digests()
 
     def source(self, repo: str) -> StorageSource:
         return StorageSource(self, check_repository(repo))
@@ -263,6 +270,7 @@ class StorageDestination:
             outcome = await storage.placer.place(
                 storage.blob_path(desc.digest), desc, source, counter
             )
+            storage.stored.add(desc.digest)
         storage.write_link(storage.layer_link(self.repo, desc.digest), desc.digest)
         return outcome
 
