@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,7 +18,8 @@ from mirrord.model import CopyRequest
 from mirrord.plan import RepoSelection, copies_for
 from mirrord.registry.events import NULL_OBSERVER, Observer
 from mirrord.store import BlobIndex as StoreBlobs
-from mirrord.store import BlobSource, Store
+from mirrord.store import BlobLocation, BlobRecord, BlobSource, BlobState, Store
+from mirrord.store.blobs import rank_candidates
 from mirrord.transfer import CopyResult, copy_image
 from mirrord.transports.base import BlobOutcome
 from mirrord.transports.docker import ClientPool, OptionsFor, RegistryDestination, RegistrySource
@@ -26,26 +28,79 @@ log = logging.getLogger(__name__)
 
 
 class StoreBlobIndex:
-    """The persistent blob-location index, seen through the interface `BlobService` needs."""
+    """The persistent blob-location index as `BlobService` sees it: read through, write behind.
+
+    The first question about a digest loads every location of it on that registry in one
+    query; later questions are answered from memory. New locations are written in batches in
+    the background (the index is a hint: losing the last few in a crash costs a HEAD or an
+    upload, never correctness). A copy of a few hundred blobs then costs a few dozen queries,
+    not thousands.
+    """
+
+    FLUSH_EVERY = 0.2
+    MAX_CACHED = 200_000  # digests; past that the cache starts over (memory stays bounded)
 
     def __init__(self, blobs: StoreBlobs, ttl: float = INDEX_TTL) -> None:
         self._blobs = blobs
         self._ttl = ttl
+        self._known: dict[tuple[str, str], dict[str, BlobLocation]] = {}
+        self._loading: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._pending: list[BlobRecord] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def _locations(self, registry: str, digest: str) -> dict[str, BlobLocation]:
+        key = (registry, digest)
+        if key not in self._known:
+            if len(self._known) > self.MAX_CACHED:
+                self._known.clear()
+            if key not in self._loading:
+                self._loading[key] = asyncio.create_task(self._load(key))
+            await asyncio.shield(self._loading[key])
+        return self._known[key]
+
+    async def _load(self, key: tuple[str, str]) -> None:
+        try:
+            found = await self._blobs.locations(*key, max_age=self._ttl)
+            self._known.setdefault(key, {}).update({loc.repo: loc for loc in found})
+        finally:
+            self._loading.pop(key, None)
 
     async def known_in_repo(self, registry: str, repo: str, digest: str) -> bool:
-        return await self._blobs.known_in_repo(registry, repo, digest, self._ttl) is not None
+        return repo in await self._locations(registry, digest)
 
     async def mount_candidates(
         self, registry: str, digest: str, exclude_repo: str, limit: int
     ) -> list[str]:
-        found = await self._blobs.mount_candidates(registry, digest, exclude_repo, limit, self._ttl)
-        return [location.repo for location in found]
+        found = await self._locations(registry, digest)
+        others = [loc for repo, loc in found.items() if repo != exclude_repo]
+        return [loc.repo for loc in rank_candidates(others, exclude_repo)[:limit]]
 
     async def record(self, registry: str, repo: str, digest: str, size: int, source: str) -> None:
-        await self._blobs.record(registry, repo, digest, size, BlobSource(source))
+        location = BlobLocation(
+            registry, repo, digest, size, BlobState.PRESENT, BlobSource(source), time.time()
+        )
+        self._known.setdefault((registry, digest), {})[repo] = location
+        self._pending.append(BlobRecord(registry, repo, digest, size, BlobSource(source)))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_behind(), name="blob-index")
+
+    async def _write_behind(self) -> None:
+        while self._pending:
+            await asyncio.sleep(self.FLUSH_EVERY)
+            batch, self._pending = self._pending, []
+            try:
+                await self._blobs.record_many(batch)
+            except Exception as exc:  # a hint lost, not data: log and go on
+                log.warning("recording %d blob location(s) failed: %s", len(batch), exc)
 
     async def invalidate(self, registry: str, repo: str, digest: str) -> None:
+        self._known.get((registry, digest), {}).pop(repo, None)
         await self._blobs.invalidate(registry, repo, digest)
+
+    async def flush(self) -> None:
+        """Write what is pending now (at shutdown)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +125,8 @@ class Engine:
         self.store = store
         self.observer = observer
         self.pool = ClientPool(options_for, observer)
-        self.blobs = BlobService(
-            StoreBlobIndex(store.blobs), asyncio.Semaphore(limits.blobs), observer
-        )
+        self.index = StoreBlobIndex(store.blobs)
+        self.blobs = BlobService(self.index, asyncio.Semaphore(limits.blobs), observer)
         self._retired: list[ClientPool] = []
 
     def reconfigure(self, options_for: OptionsFor) -> None:
@@ -81,6 +135,7 @@ class Engine:
         self.pool = ClientPool(options_for, self.observer)
 
     async def close(self) -> None:
+        await self.index.flush()
         for pool in (*self._retired, self.pool):
             await pool.close()
 

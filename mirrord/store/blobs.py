@@ -116,6 +116,24 @@ class BlobIndex(Component):
             statement = statement.where(B.verified_at >= self._clock() - max_age)
         return await self._db.read(lambda conn: _first(conn, statement), "looking up a blob")
 
+    async def locations(
+        self, registry: str, digest: str, max_age: float | None = None
+    ) -> list[BlobLocation]:
+        """Every repository of `registry` known to hold `digest` (suspect ones left out)."""
+        statement = (
+            select(blob_locations)
+            .where(B.registry == registry, B.digest == digest, B.state != SUSPECT)
+            .limit(CANDIDATE_ROWS)
+        )
+        if max_age is not None:
+            statement = statement.where(B.verified_at >= self._clock() - max_age)
+
+        async def work(conn: AsyncConnection) -> list[BlobLocation]:
+            rows = (await conn.execute(statement)).mappings()
+            return [BlobLocation.from_row(row) for row in rows]
+
+        return await self._db.read(work, "finding blob locations")
+
     async def mount_candidates(
         self,
         registry: str,
