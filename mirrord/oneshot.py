@@ -21,7 +21,7 @@ from mirrord.store import Job, RunStatus, RunSummary, RunTrigger, Store
 from mirrord.transports.docker import OptionsFor
 from mirrord.worker import FanOut, JobEvents, JobLog, WorkerPool, pool_settings
 
-POLL = 0.5
+POLL = 1.0  # seconds between looks at the run when no job has finished meanwhile
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,7 @@ async def sync_once(
         )
         run_id = await enqueue_run(store, config, RunTrigger.ONCE)
         async with background(pool.run(), pool.heartbeat(), pool.reaper()):
-            await _wait_for_run(store, run_id)
+            await _wait_for_run(store, run_id, pool.completions.committed)
             await pool.drain(0)
     finally:
         await engine.close()
@@ -75,9 +75,12 @@ async def sync_once(
     return OneShotResult(summary, tuple(reversed(jobs)))
 
 
-async def _wait_for_run(store: Store, run_id: int) -> None:
+async def _wait_for_run(store: Store, run_id: int, progress: asyncio.Event) -> None:
+    """Until the run is over: look again whenever a job's end was recorded (or every POLL)."""
     while True:
+        progress.clear()
         run = await store.queue.run(run_id)
         if run is None or run.status is not RunStatus.RUNNING:
             return
-        await asyncio.sleep(POLL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(progress.wait(), POLL)

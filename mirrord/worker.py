@@ -195,6 +195,7 @@ class Completions:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.committed = asyncio.Event()  # set after every batch (one-shot runs wait on it)
         self._pending: list[Success] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -214,6 +215,7 @@ class Completions:
             batch, self._pending = self._pending[: self.BATCH], self._pending[self.BATCH :]
             try:
                 await self.store.queue.succeed_many(batch)
+                self.committed.set()
             except Exception as exc:  # the jobs stay running; their leases expire, they re-run
                 log.error("recording %d finished job(s) failed: %s", len(batch), exc)
 
@@ -341,6 +343,7 @@ class WorkerPool:
         state = await asyncio.shield(
             self.store.queue.fail(job.id, self.name, reason_of(error), _message(error), retry_at)
         )
+        self.completions.committed.set()
         self.events.failed(job, error, state, duration)
 
     def stop_claiming(self) -> None:
