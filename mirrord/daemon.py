@@ -37,6 +37,7 @@ from mirrord.worker import FanOut, JobLog, WorkerPool, pool_settings
 log = logging.getLogger(__name__)
 
 DEFAULT_DRAIN = 30.0
+RETENTION_EVERY = 3600.0
 
 
 class Daemon:
@@ -91,6 +92,7 @@ class Daemon:
         self._spawn("heartbeat", pool.heartbeat())
         self._spawn("reaper", pool.reaper())
         self._spawn("metrics", self.metrics.keep_fresh(store))
+        self._spawn("retention", self._retention(store))
         self.metrics.scheduler_up.set(1)
         log.info("mirrord started: %s", self.config.summary())
         stop = asyncio.create_task(self._stop.wait(), name="stop")
@@ -99,6 +101,19 @@ class Daemon:
             if task is not stop and not task.cancelled() and task.exception() is not None:
                 log.error("background task %s died: %s", task.get_name(), task.exception())
         stop.cancel()
+
+    async def _retention(self, store: Store) -> None:
+        """Delete finished jobs and runs past the configured history, hourly."""
+        while True:
+            history = self.config.history
+            pruned = await store.queue.prune_history(history.keep_days, history.keep_jobs)
+            if pruned.jobs_deleted or pruned.runs_deleted:
+                log.info(
+                    "history: deleted %d old job(s), %d old run(s)",
+                    pruned.jobs_deleted,
+                    pruned.runs_deleted,
+                )
+            await asyncio.sleep(RETENTION_EVERY)
 
     def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))

@@ -112,6 +112,13 @@ class PruneSpec(Model):
         return {"enabled": value} if isinstance(value, bool) else value
 
 
+class HistorySpec(Model):
+    """`history`: how long finished jobs and runs are kept."""
+
+    keep_days: PositiveFloat = Field(30.0, alias="keep-days")
+    keep_jobs: PositiveInt = Field(100_000, alias="keep-jobs")
+
+
 class HttpSpec(Model):
     """`http`: the bearer token the /api endpoints require, if any."""
 
@@ -178,6 +185,7 @@ class DaemonSpec(Model):
     platforms: Platforms = Field(default_factory=PlatformPolicy.all)
     prune: PruneSpec = Field(default_factory=PruneSpec)
     http: HttpSpec = Field(default_factory=HttpSpec)
+    history: HistorySpec = Field(default_factory=HistorySpec)
     registries: Annotated[dict[str, RegistrySpec | None], EmptyIfNull] = Field(default_factory=dict)
     sources: list[SourceSpec] = Field(min_length=1)
 
@@ -254,6 +262,10 @@ class MirrorConfig:
     @property
     def prune(self) -> PruneSpec:
         return self.spec.prune
+
+    @property
+    def history(self) -> HistorySpec:
+        return self.spec.history
 
     @property
     def selections(self) -> tuple[RepoSelection, ...]:
