@@ -1,6 +1,6 @@
 """Benchmark: `mirrord export` from a local registry-storage pool vs `skopeo copy` to `dir:`.
 
-    .venv/bin/python bench/export_bench.py [--runs 3] [--workdir /tmp/mirrord-export-bench]
+    .venv/bin/python bench/export_bench.py [--runs 3] [--samples 3] [--workdir DIR]
 
 1. Generates the corpus: 24 repositories, 70 tags, about 400 MiB of unique layers, three base
    layers shared across repositories, every 5th repository multi-arch (an OCI index, two
@@ -13,8 +13,11 @@
      startup included: a registry-storage bundle, blobs hard-linked);
    - for reference, `mirrord export` from the registry over HTTP (`--from docker://POOL`,
      bytes copied and verified), and packing the bundle into a `.tar`.
-   Before each, the previous output is deleted and the filesystem synced (not timed).
-3. Prints medians (wall, client CPU) and the ratio mirrord/skopeo.
+   Each writes into a new directory after a `sync` (not timed); outputs are deleted only
+   after the last measurement (ext4 scans past recently freed inodes when it allocates, which
+   would charge one contender for the files the other just deleted). mirrord is byte-compiled
+   first, as `pip install` does. The short mirrord export is sampled `--samples` times a round.
+3. Prints medians (wall, client CPU), the spread, and the ratio mirrord/skopeo.
 The corpus and pool are kept in --workdir and reused by the next run.
 """
 
@@ -159,69 +162,90 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--samples", type=int, default=3, help="mirrord export (from storage) runs per round"
+    )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/mirrord-export-bench"))
     args = parser.parse_args()
     workdir: Path = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
+    compile_package()
     pool, images, unique = prepare(workdir)
+    outputs = workdir / "out"
+    shutil.rmtree(outputs, ignore_errors=True)
     try:
         list_file = workdir / "images-list.txt"
         list_file.write_text("".join(f"{name}\n" for name in images))
         storage = f"registry-storage:{pool.storage_dir}:{PREFIX}"
         registry = f"docker://{pool.host}/{PREFIX}"
-        out = workdir / "out"
         results: dict[str, list[Measure]] = {}
         sizes: dict[str, int] = {}
 
-        def run(label: str, action: Callable[[], None], target: Path) -> None:
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir()
-            # Each contender starts with nothing dirty: mirrord's one syncfs (its bundle's
-            # durability point) must not pay for the gigabytes skopeo wrote just before.
+        def run(label: str, action: Callable[[Path], None], name: str = "") -> None:
+            # A new directory per action, and no deletion before the last measurement: ext4
+            # scans past inodes freed in the last minutes when it allocates new ones, which
+            # would charge the thousands skopeo's output held to the next contender.
+            out = outputs / str(sum(map(len, results.values())))
+            out.mkdir(parents=True)
+            # Nothing dirty at the start: mirrord's one syncfs (its bundle's durability
+            # point) must not flush the gigabytes skopeo wrote just before.
             os.sync()
-            results.setdefault(label, []).append(timed(action))
+            results.setdefault(label, []).append(timed(lambda: action(out / name)))
+            target = out / name
             sizes[label] = bytes_under(out) if target.is_dir() else target.stat().st_size
 
         for i in range(args.runs):
             print(f"run {i + 1}/{args.runs}", flush=True)
             run(
-                "skopeo copy --all … dir: (per image)",
-                lambda: skopeo_to_dir(pool, images, out),
-                out,
+                "skopeo copy --all … dir: (per image)", lambda out: skopeo_to_dir(pool, images, out)
             )
-            run(
-                "mirrord export --from registry-storage:",
-                lambda: mirrord_export(list_file, out / "b", storage),
-                out,
-            )
+            # A short run feels every load spike of a shared machine: sample it more often.
+            for _ in range(args.samples):
+                run(
+                    "mirrord export --from registry-storage:",
+                    lambda out: mirrord_export(list_file, out, storage),
+                    "b",
+                )
             run(
                 "mirrord export --from docker:// (copies)",
-                lambda: mirrord_export(list_file, out / "b", registry, "--src-tls-verify=false"),
-                out,
+                lambda out: mirrord_export(list_file, out, registry, "--src-tls-verify=false"),
+                "b",
             )
             run(
                 "mirrord export … BUNDLE.tar (packed)",
-                lambda: mirrord_export(list_file, out / "b.tar", storage),
-                out / "b.tar",
+                lambda out: mirrord_export(list_file, out, storage),
+                "b.tar",
             )
         report(results, sizes, unique, len(images))
     finally:
         pool.stop()
+        shutil.rmtree(outputs, ignore_errors=True)
+
+
+def compile_package() -> None:
+    """Byte-compile mirrord, as `pip install` does: with PYTHONDONTWRITEBYTECODE set (as in
+    some CI images) an editable install would otherwise compile every module on every run."""
+    package = Path(__file__).resolve().parent.parent / "mirrord"
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
 
 
 def report(
     results: dict[str, list[Measure]], sizes: dict[str, int], unique: int, count: int
 ) -> None:
-    runs = len(next(iter(results.values())))
     print(f"\ncorpus: {count} tags, {REPOS} repositories, {unique / MiB:.0f} MiB unique")
-    print(f"medians of {runs} runs, measured alternately in this run")
-    print(f"{'':44} {'wall s':>8} {'CPU s':>8} {'new bytes MiB':>14} {'vs skopeo':>10}")
+    print("medians, measured alternately in this run; n = samples, range = min-max wall")
+    header = f"{'':42} {'n':>3} {'wall s':>8} {'range s':>13} {'CPU s':>7} {'new MiB':>8}"
+    print(f"{header} {'vs skopeo':>10}")
     skopeo = statistics.median(m.wall for m in next(iter(results.values())))
     for label, measures in results.items():
-        wall = statistics.median(m.wall for m in measures)
-        cpu = statistics.median(m.cpu for m in measures)
-        print(f"{label:44} {wall:8.2f} {cpu:8.2f} {sizes[label] / MiB:14.0f} {wall / skopeo:10.3f}")
-    print("(new bytes: data written, hard links to the pool not counted)")
+        walls = [m.wall for m in measures]
+        wall, cpu = statistics.median(walls), statistics.median(m.cpu for m in measures)
+        spread = f"{min(walls):.2f}-{max(walls):.2f}"
+        print(
+            f"{label:42} {len(walls):3} {wall:8.2f} {spread:>13} {cpu:7.2f} "
+            f"{sizes[label] / MiB:8.0f} {wall / skopeo:10.3f}"
+        )
+    print("(new MiB: data written; hard links to the pool write none)")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,14 @@ if TYPE_CHECKING:
     from mirrord.bundle.verify import VerifyReport
 
 LISTING_CONCURRENCY = 8
+# What the engine's blob outcomes mean when the destination is a bundle on disk.
+BLOB_WORDS = {
+    "mounted": "hard-linked",
+    "uploaded": "copied",
+    "skipped_head": "already there",
+    "skipped_known": "in the base",
+    "skipped_foreign": "foreign (not copied)",
+}
 STORAGE_POOL_HOST = "pool.invalid"  # names images of a pool that is a directory, not a host
 
 
@@ -183,7 +191,7 @@ class _ExportPrinter:
             click.echo(f"mirrord: error: {outcome.item.name}: {outcome.error}", err=True)
         elif not self.quiet and outcome.result is not None:
             blobs = ", ".join(
-                f"{n} {k.replace('_', ' ')}" for k, n in sorted(outcome.result.blobs.items())
+                f"{n} {BLOB_WORDS.get(k, k)}" for k, n in sorted(outcome.result.blobs.items())
             )
             state = "unchanged" if outcome.result.skipped else blobs or "no blobs"
             click.echo(f"Exported {outcome.item.name} {outcome.result.digest} ({state})")
