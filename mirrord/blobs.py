@@ -30,7 +30,7 @@ from mirrord.retry import BackoffPolicy, retry_delay
 from mirrord.transports.base import BlobOutcome, ByteCounter, ImageSource
 
 INDEX_TTL = 24 * 3600.0
-BLOB_RETRY = BackoffPolicy(base=1.0, cap=30.0, attempts=2)
+BLOB_RETRY = BackoffPolicy(base=1.0, cap=30.0, attempts=3)
 
 
 class BlobIndex(Protocol):

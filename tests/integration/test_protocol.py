@@ -127,7 +127,8 @@ def test_connection_reset_mid_blob_is_retried_from_a_fresh_get(
     source = seed_corpus("anonymous", "oci")
     layer = max(source.image.blobs, key=lambda d: source.image.blobs[d])
     proxy = fault_proxy(source.registry)
-    # aiohttp silently retries a GET once on a dropped connection: cut it twice.
+    # Two cuts in a row: whether or not aiohttp silently re-sends the GET on its own,
+    # mirrord's blob retry must start a fresh GET after each cut.
     proxy.reset(after_bytes=1000, method="GET", path=rf"/blobs/{layer}$", times=2)
     dest = make_registry("anonymous")
 
