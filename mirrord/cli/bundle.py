@@ -1,4 +1,4 @@
-"""`mirrord export`, `mirrord import`, `mirrord verify`: air-gap bundles (docs/bundles.md)."""
+"""`mirrord export`, `mirrord import`, `mirrord verify`: air-gap bundles (README.md, "Air-gap bundles")."""
 
 from __future__ import annotations
 

@@ -153,7 +153,7 @@ def sync(values: dict[str, Any]) -> None:
 
     Runs every job to the end (failures do not stop the others), prints a summary and exits
     0 when all succeeded, 3 when some failed, 2 for a bad configuration. `--src` and `--dest`
-    also take dir, oci and registry-storage (local layouts; see docs/bundles.md).
+    also take dir, oci and registry-storage (local layouts; see README.md).
     """
     if values["src_transport"] not in ("yaml", "docker") or values["dest_transport"] != "docker":
         from mirrord.cli.localsync import sync_local

@@ -2,7 +2,7 @@
 frozen objects (`MirrorConfig`, `RepoSelection`s) that nothing inward re-reads.
 
 Source formats: skopeo sync YAML (verbatim, plus the `mirrord:` extension key), image list
-files, and image-syncer configs (converted). See docs/config.md.
+files, and image-syncer configs (converted). See README.md, "Configuration".
 
 The names below are imported on first use: a command that needs one submodule (reading an
 image list, say) does not pay for the daemon config's models.

@@ -320,7 +320,7 @@ def dump_config(data: dict[str, Any], origin: str) -> str:
     header = (
         f"# mirrord config converted from image-syncer config {origin}.\n"
         "# Each source repository is inline skopeo sync YAML; `mirrord.repos.<repo>.destination`\n"
-        "# keeps image-syncer's destination path. See docs/config.md.\n"
+        "# keeps image-syncer's destination path. See the README, section Configuration.\n"
     )
     return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=100)
 

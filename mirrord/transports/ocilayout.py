@@ -7,7 +7,7 @@
 
 REF is a tag (`v1`) or, in a layout holding several repositories (bundles), `repo:tag`.
 Manifests keep their bytes and media type: a Docker schema2 image stays one (skopeo 1.9 can
-only address OCI-typed entries by name, see docs/bundles.md). index.json is replaced
+only address OCI-typed entries by name, see README.md). index.json is replaced
 atomically after the manifest it names is in place: naming an image is the commit point.
 """
 

@@ -1,4 +1,4 @@
-"""Backup and restore of the SQLite database as docs/operations.md tells operators to do it."""
+"""Backup and restore of the SQLite database as the README ("Backup and restore") tells operators to do it."""
 
 from __future__ import annotations
 

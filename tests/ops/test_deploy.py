@@ -249,7 +249,7 @@ def test_sync_runs_with_memory_deny_write_execute(
 
 
 def test_operations_doc_lists_every_metric_and_alert() -> None:
-    doc = (DEPLOY.parent / "docs" / "operations.md").read_text()
+    doc = (DEPLOY.parent / "README.md").read_text()
     table = set(re.findall(r"^\| `(mirrord_\w+)` \| (\w+) \|", doc, re.M))
     families = {(f.name, f.type) for f in Metrics().registry.collect()}
     documented = {(re.sub(r"_total$", "", name), kind) for name, kind in table}
