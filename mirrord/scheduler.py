@@ -15,8 +15,6 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from croniter import croniter
-
 from mirrord.config.daemon import MirrorConfig, ScheduleSpec
 from mirrord.errors import ConfigError
 from mirrord.model import CopyRequest
@@ -82,6 +80,8 @@ def next_tick(schedule: ScheduleSpec, last: float | None, now: float) -> float:
     if schedule.interval is not None:
         return now if last is None else last + schedule.interval.total_seconds()
     assert schedule.cron is not None
+    from croniter import croniter  # loaded only for cron schedules
+
     start = datetime.fromtimestamp(now).astimezone()
     return float(croniter(schedule.cron, start).get_next(float))
 

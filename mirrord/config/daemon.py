@@ -8,7 +8,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from croniter import croniter
 from pydantic import (
     Field,
     NonNegativeInt,
@@ -52,6 +51,8 @@ class ScheduleSpec(Model):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:
+        from croniter import croniter  # loaded only for configs with a cron schedule
+
         if value is not None and not croniter.is_valid(value):
             raise ValueError(f"invalid cron expression {value!r} (e.g. '0 2 * * *')")
         return value
@@ -74,13 +75,13 @@ class PerRegistryLimits(Model):
     """`limits.per-registry`: the default for each registry (see `registries:`)."""
 
     requests_per_second: PositiveFloat | None = Field(None, alias="requests-per-second")
-    connections: PositiveInt = 8
+    connections: PositiveInt = 16
 
 
 class LimitsSpec(Model):
     """`limits`: how much runs at once, and for how long."""
 
-    jobs: PositiveInt = 8
+    jobs: PositiveInt = 16
     blobs: PositiveInt = 16
     per_registry: PerRegistryLimits = Field(default_factory=PerRegistryLimits, alias="per-registry")
     job_timeout: Duration = Field(timedelta(hours=1), alias="job-timeout")

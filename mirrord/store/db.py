@@ -22,10 +22,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Table, event
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -174,9 +177,11 @@ class Database:
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
 
-    def insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
+    def insert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
         """An INSERT that supports ON CONFLICT (same API on both backends)."""
         if self.is_postgres:
+            from sqlalchemy.dialects import postgresql  # only loaded when it is used
+
             return postgresql.insert(table)
         return sqlite.insert(table)
 

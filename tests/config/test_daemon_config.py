@@ -53,7 +53,7 @@ def test_the_example_loads(example: Path) -> None:
     assert str(config.destination) == "registry.airgap.local:5000/mirror"
     assert config.schedule is not None
     assert config.schedule.interval == timedelta(hours=1)
-    assert (config.limits.jobs, config.limits.blobs) == (8, 16)
+    assert (config.limits.jobs, config.limits.blobs) == (16, 16)
     assert config.limits.job_timeout == timedelta(hours=1)
     assert (config.retry.attempts, config.retry.base, config.retry.max) == (
         5,
@@ -87,7 +87,7 @@ def test_the_example_registry_options(example: Path) -> None:
     assert hub.credentials is not None
     assert hub.credentials.password is not None
     assert hub.credentials.password.reveal() == "hub-token"
-    assert (hub.ratelimit_floor, hub.requests_per_second, hub.connections) == (20, 5, 8)
+    assert (hub.ratelimit_floor, hub.requests_per_second, hub.connections) == (20, 5, 16)
     quay = config.registry_options("quay.io")
     assert (quay.connections, quay.requests_per_second) == (4, 20)
     assert config.registry_options("unknown.example.com").tls is TLSMode.VERIFY
@@ -140,7 +140,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.database == "sqlite:////var/lib/mirrord/mirrord.db"
     assert config.listen == ("127.0.0.1", 9464)
     assert config.schedule is None
-    assert config.limits.per_registry.connections == 8
+    assert config.limits.per_registry.connections == 16
     assert config.limits.per_registry.requests_per_second is None
     assert config.platforms.mode is PlatformMode.ALL
     assert config.prune.enabled is False

@@ -127,6 +127,12 @@ class RegistryServer:
         """Whether the process is alive."""
         return self._process is not None and self._process.poll() is None
 
+    def bytes_received(self) -> int:
+        """Bytes the registry process has read so far (sockets and files: Linux `rchar`)."""
+        assert self._process is not None, "the registry is not running"
+        io = Path(f"/proc/{self._process.pid}/io").read_text()
+        return int(next(line.split()[1] for line in io.splitlines() if line.startswith("rchar:")))
+
     def ssl_context(self) -> ssl.SSLContext | None:
         """A client SSL context for this registry (with the client certificate if required)."""
         if self._pki is None or not self.tls:
