@@ -21,6 +21,7 @@ from typing import TypeVar
 
 from mirrord.errors import InvalidManifest, ManifestUnknown, RegistryError
 from mirrord.manifests import (
+    IMAGE_TYPES,
     MAX_INDEX_DEPTH,
     Descriptor,
     Manifest,
@@ -107,21 +108,23 @@ class ImageCopy:
     ) -> CopyResult:
         started = time.monotonic()
         check = skip_unchanged and dst_ref is not None
-        whole = self.policy.mode is PlatformMode.ALL
         # The two HEADs of the up-to-date check go out together: one round trip, not two.
         head, current = await asyncio.gather(
             self.source.head(src_ref),
-            self.destination.head(dst_ref) if check and whole and dst_ref else _none(),
+            self.destination.head(dst_ref) if check and dst_ref else _none(),
         )
         if head is None:
             sep = "@" if is_digest(src_ref) else ":"
             raise ManifestUnknown(
                 f"{self.source.description}{sep}{src_ref}: no such image (manifest unknown)"
             )
-        if current is not None and current.digest == head.digest:
+        # The whole image is copied when the policy says so or when there is no list to pick
+        # a platform from: then equal digests settle it without reading the manifest.
+        whole = self.policy.mode is PlatformMode.ALL or head.media_type in IMAGE_TYPES
+        if current is not None and whole and current.digest == head.digest:
             return self._result(head.digest, head.digest, True, started)
         top = await self._select(await self._fetch(head.digest))
-        if check and not whole and await self._unchanged(dst_ref, top.digest):
+        if current is not None and current.digest == top.digest:
             return self._result(top.digest, head.digest, True, started)
         await self._copy_tree(top, depth=0, path=())
         await self._push(dst_ref or top.digest, top)
@@ -138,11 +141,6 @@ class ImageCopy:
             duration=time.monotonic() - started,
             note=self.note,
         )
-
-    async def _unchanged(self, dst_ref: str | None, digest: str) -> bool:
-        assert dst_ref is not None
-        current = await self.destination.head(dst_ref)
-        return current is not None and current.digest == digest
 
     async def _fetch(self, digest: str) -> Manifest:
         raw, media_type = await self.source.manifest(digest)
