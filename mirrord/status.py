@@ -38,12 +38,10 @@ def job_facts(job: Job) -> dict[str, Any]:
 
 
 async def collect_status(store: Store, runs: int = 5) -> dict[str, Any]:
-    queue = store.queue
-    counts = await queue.counts_by_state()
-    failed = await queue.jobs(JobState.FAILED, limit=20)
+    view = await store.queue.overview(runs=runs, failed=20)
     return {
-        "queue": {state.value: counts.get(state, 0) for state in JobState},
-        "oldest_queued_seconds": await queue.oldest_queued_age(),
+        "queue": {state.value: view.counts.get(state, 0) for state in JobState},
+        "oldest_queued_seconds": view.oldest_queued_seconds,
         "runs": [
             {
                 "id": run.id,
@@ -56,7 +54,7 @@ async def collect_status(store: Store, runs: int = 5) -> dict[str, Any]:
                 "failed": run.jobs_failed,
                 "cancelled": run.jobs_cancelled,
             }
-            for run in await queue.runs(limit=runs)
+            for run in view.runs
         ],
         "sources": [
             {
@@ -66,9 +64,9 @@ async def collect_status(store: Store, runs: int = 5) -> dict[str, Any]:
                 "last_run_status": s.last_run_status.value if s.last_run_status else None,
                 "pending": s.pending,
             }
-            for s in await queue.source_status()
+            for s in view.sources
         ],
-        "recent_failures": [job_facts(job) for job in failed],
+        "recent_failures": [job_facts(job) for job in view.failed],
     }
 
 

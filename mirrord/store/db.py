@@ -167,7 +167,10 @@ class Database:
         else:
             # Pre-ping: a daemon's pooled connections outlive server restarts and failovers.
             engine = create_async_engine(self.url, pool_pre_ping=True)
-            self.write_engine = self.read_engine = engine
+            self.write_engine = engine
+            # One snapshot for every statement of a read (READ COMMITTED gives one each);
+            # read-only transactions never fail to serialize.
+            self.read_engine = engine.execution_options(isolation_level="REPEATABLE READ")
 
     @property
     def is_sqlite(self) -> bool:
@@ -216,7 +219,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.write_engine.dispose()
-        if self.read_engine is not self.write_engine:
+        # PostgreSQL's read engine is a view of the write engine's pool: disposed with it.
+        if self.is_sqlite and self.read_engine is not self.write_engine:
             await self.read_engine.dispose()
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Update, bindparam, exists, select, update
+from sqlalchemy import Update, bindparam, case, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mirrord.model import CopyRequest
@@ -44,6 +44,23 @@ from mirrord.store.transitions import (
 J = jobs.c
 _IS_QUEUED = has_state(J.state, JobState.QUEUED)  # uq_jobs_key_queued, named by ON CONFLICT
 RETRY_PRIORITY = 100  # a retry the user asked for jumps the scheduled work
+_KEYS_PER_STATEMENT = 500  # well under SQLite's bound-parameter limit
+
+
+async def _adopt(
+    conn: AsyncConnection, keys: Sequence[str], run_id: int, priority: int, now: float
+) -> None:
+    """Move the queued jobs of `keys` into run `run_id` (raising their priority to
+    `priority`); a run left with nothing to wait for completes."""
+    previous: set[int | None] = set()
+    for start in range(0, len(keys), _KEYS_PER_STATEMENT):
+        chunk = keys[start : start + _KEYS_PER_STATEMENT]
+        theirs = (J.run_id.is_(None)) | (J.run_id != run_id)
+        where = (_IS_QUEUED, J.key.in_(chunk), theirs)
+        previous.update((await conn.execute(select(J.run_id).where(*where))).scalars())
+        raised = case((J.priority < priority, priority), else_=J.priority)
+        await conn.execute(update(jobs).where(*where).values(run_id=run_id, priority=raised))
+    await complete_runs(conn, previous, now)
 
 
 def _rows(
@@ -115,8 +132,10 @@ class JobVerbs(Component):
         priority: int = 0,
         due_at: float | None = None,
     ) -> EnqueueResult:
-        """Enqueue many jobs in one transaction. A key that already has a queued job is a no-op,
-        counted in `duplicates`; a key that is only running gets a new queued job."""
+        """Enqueue many jobs in one transaction. A key that already has a queued job gets no
+        new one (counted in `duplicates`): with a `run_id`, that run adopts the queued job, so a
+        run (and a one-shot sync waiting for it) covers every key it planned. A key that is
+        only running gets a new queued job."""
         now = self._clock()
         rows, duplicates = _rows(new_jobs, run_id, priority, now if due_at is None else due_at, now)
         if not rows:
@@ -124,11 +143,15 @@ class JobVerbs(Component):
         statement = (
             self._db.insert(jobs)
             .on_conflict_do_nothing(index_elements=[J.key], index_where=_IS_QUEUED)
-            .returning(J.id)
+            .returning(J.id, J.key)
         )
 
         async def work(conn: AsyncConnection) -> list[int]:
-            return list((await conn.execute(statement, rows)).scalars())
+            inserted = {row.key: row.id for row in await conn.execute(statement, rows)}
+            queued_already = [row["key"] for row in rows if row["key"] not in inserted]
+            if run_id is not None and queued_already:
+                await _adopt(conn, queued_already, run_id, priority, now)
+            return list(inserted.values())
 
         ids = await self._db.write(work, "enqueueing jobs")
         return EnqueueResult(tuple(sorted(ids)), duplicates + len(rows) - len(ids))

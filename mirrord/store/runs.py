@@ -124,12 +124,7 @@ class RunVerbs(Component):
 
     async def runs(self, limit: int = 20) -> list[Run]:
         """The newest runs first."""
-        statement = select(runs).order_by(R.id.desc()).limit(limit)
-
-        async def work(conn: AsyncConnection) -> list[Run]:
-            return [Run.from_row(row) for row in (await conn.execute(statement)).mappings()]
-
-        return await self._db.read(work, "listing runs")
+        return await self._db.read(lambda conn: recent_runs(conn, limit), "listing runs")
 
     async def run_summary(self, run_id: int) -> RunSummary | None:
         """A run with its live job counts by state and outcome, and its failed jobs."""
@@ -201,3 +196,9 @@ async def _summary(conn: AsyncConnection, run_id: int) -> RunSummary | None:
         by_outcome=dict(by_outcome.all()),
         failed=tuple(FailedJob(*row) for row in failed.all()),
     )
+
+
+async def recent_runs(conn: AsyncConnection, limit: int) -> list[Run]:
+    """The newest runs first."""
+    statement = select(runs).order_by(R.id.desc()).limit(limit)
+    return [Run.from_row(row) for row in (await conn.execute(statement)).mappings()]

@@ -2,17 +2,47 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mirrord.store.db import Component
 from mirrord.store.models import has_state, jobs, runs
-from mirrord.store.records import ACTIVE_STATES, Job, JobState, RunStatus, SourceStatus
+from mirrord.store.records import ACTIVE_STATES, Job, JobState, Run, RunStatus, SourceStatus
+from mirrord.store.runs import recent_runs
 
 J, R = jobs.c, runs.c
 
 
+@dataclass(frozen=True)
+class Overview:
+    """What `mirrord status` and /api/status show, read from one snapshot."""
+
+    counts: dict[JobState, int]
+    failed: list[Job]
+    oldest_queued_seconds: float | None
+    runs: list[Run]
+    sources: list[SourceStatus]
+
+
 class StatusVerbs(Component):
+    async def overview(self, runs: int = 5, failed: int = 20) -> Overview:
+        """Queue counts, recent failures, recent runs and sources in one read transaction, so
+        a run shown finished never appears beside its jobs still running."""
+        now = self._clock()
+
+        async def work(conn: AsyncConnection) -> Overview:
+            return Overview(
+                counts=await _counts(conn),
+                failed=await _jobs(conn, JobState.FAILED, failed, None),
+                oldest_queued_seconds=await _oldest_queued_age(conn, now),
+                runs=await recent_runs(conn, runs),
+                sources=await _source_status(conn),
+            )
+
+        return await self._db.read(work, "reading the status")
+
     async def job(self, job_id: int) -> Job | None:
         async def work(conn: AsyncConnection) -> Job | None:
             row = (await conn.execute(select(jobs).where(J.id == job_id))).mappings().first()
@@ -24,41 +54,18 @@ class StatusVerbs(Component):
         self, state: JobState | None = None, limit: int = 100, run_id: int | None = None
     ) -> list[Job]:
         """Jobs, newest first, optionally of one state and/or one run."""
-        statement = select(jobs).order_by(J.id.desc()).limit(limit)
-        if state is not None:
-            statement = statement.where(has_state(J.state, JobState(state)))
-        if run_id is not None:
-            statement = statement.where(J.run_id == run_id)
-
-        async def work(conn: AsyncConnection) -> list[Job]:
-            return [Job.from_row(row) for row in (await conn.execute(statement)).mappings()]
-
-        return await self._db.read(work, "listing jobs")
+        return await self._db.read(lambda conn: _jobs(conn, state, limit, run_id), "listing jobs")
 
     async def counts_by_state(self) -> dict[JobState, int]:
         """The number of jobs in each state (every state present, zeros included)."""
-        statement = select(J.state, func.count()).group_by(J.state)
-
-        async def work(conn: AsyncConnection) -> dict[JobState, int]:
-            counts = dict.fromkeys(JobState, 0)
-            for state, count in (await conn.execute(statement)).all():
-                counts[JobState(state)] = count
-            return counts
-
-        return await self._db.read(work, "counting jobs")
+        return await self._db.read(_counts, "counting jobs")
 
     async def oldest_queued_age(self, now: float | None = None) -> float | None:
         """Seconds the longest-waiting due job has been due; None when nothing is waiting."""
-        now = self._clock() if now is None else now
-        statement = select(func.min(J.due_at)).where(
-            has_state(J.state, JobState.QUEUED), J.due_at <= now
+        at = self._clock() if now is None else now
+        return await self._db.read(
+            lambda conn: _oldest_queued_age(conn, at), "reading the queue age"
         )
-
-        async def work(conn: AsyncConnection) -> float | None:
-            oldest = (await conn.execute(statement)).scalar_one_or_none()
-            return None if oldest is None else max(0.0, now - oldest)
-
-        return await self._db.read(work, "reading the queue age")
 
     async def last_success_by_source(self) -> dict[str, float]:
         """When a job of each source last succeeded."""
@@ -160,3 +167,30 @@ def _status_for_source(status: RunStatus, failed: int) -> RunStatus:
     if status in (RunStatus.RUNNING, RunStatus.CANCELLED):
         return status
     return RunStatus.FAILED if failed else RunStatus.SUCCEEDED
+
+
+async def _jobs(
+    conn: AsyncConnection, state: JobState | None, limit: int, run_id: int | None
+) -> list[Job]:
+    statement = select(jobs).order_by(J.id.desc()).limit(limit)
+    if state is not None:
+        statement = statement.where(has_state(J.state, JobState(state)))
+    if run_id is not None:
+        statement = statement.where(J.run_id == run_id)
+    return [Job.from_row(row) for row in (await conn.execute(statement)).mappings()]
+
+
+async def _counts(conn: AsyncConnection) -> dict[JobState, int]:
+    counts = dict.fromkeys(JobState, 0)
+    statement = select(J.state, func.count()).group_by(J.state)
+    for state, count in (await conn.execute(statement)).all():
+        counts[JobState(state)] = count
+    return counts
+
+
+async def _oldest_queued_age(conn: AsyncConnection, now: float) -> float | None:
+    statement = select(func.min(J.due_at)).where(
+        has_state(J.state, JobState.QUEUED), J.due_at <= now
+    )
+    oldest = (await conn.execute(statement)).scalar_one_or_none()
+    return None if oldest is None else max(0.0, now - oldest)

@@ -48,6 +48,27 @@ async def test_an_open_run_waits_for_planning_to_close_it(store: Store) -> None:
     assert closed.status is RunStatus.SUCCEEDED
 
 
+async def test_a_run_adopts_the_queued_jobs_of_keys_it_plans_again(store: Store) -> None:
+    """`retry`, then a one-shot sync of the same keys: the new run waits for the retried job
+    too, and the older run, left with nothing to wait for, completes."""
+    q = store.queue
+    older = await q.create_run("schedule")
+    await q.enqueue(copy_jobs(2), older, priority=5)
+    await q.close_run(older)
+    newer = await q.create_run("once")
+    result = await q.enqueue(copy_jobs(3), newer)
+    await q.close_run(newer)
+    assert (len(result.job_ids), result.duplicates) == (1, 2)
+    queued = await q.jobs(JobState.QUEUED)
+    assert {job.run_id for job in queued} == {newer}
+    assert {job.priority for job in queued} == {0, 5}  # adoption never lowers a priority
+    assert (await get_run(q, older)).status is RunStatus.SUCCEEDED
+    assert (await get_run(q, newer)).status is RunStatus.RUNNING
+    await _work_off(store)
+    run = await get_run(q, newer)
+    assert (run.status, run.jobs_total, run.jobs_succeeded) == (RunStatus.SUCCEEDED, 3, 3)
+
+
 async def test_a_run_with_a_failed_job_fails_and_its_summary_says_why(store: Store) -> None:
     q = store.queue
     run_id = await q.create_run("schedule")
