@@ -12,8 +12,6 @@ added, manifest.json is replaced last, and then files no manifest refers to any 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from mirrord.errors import IntegrityError, LocalStorageError
@@ -25,7 +23,8 @@ from mirrord.manifests import (
     parse_manifest,
 )
 from mirrord.refs import digest_hex, is_digest
-from mirrord.transports.base import BlobOrigin, BlobOutcome, ByteCounter, ImageSource, ManifestInfo
+from mirrord.transports.base import BlobOutcome, ByteCounter, ImageSource, ManifestInfo
+from mirrord.transports.fileblobs import FileBlobs
 from mirrord.transports.localfs import LocalRoot
 from mirrord.transports.placement import BlobPlacer
 
@@ -106,7 +105,7 @@ class DirImage:
                 self.fs.remove(self.fs.path(name))
 
 
-class DirSource:
+class DirSource(FileBlobs):
     """Reads the image of a dir: directory."""
 
     def __init__(self, image: DirImage) -> None:
@@ -139,26 +138,8 @@ class DirSource:
             raise LocalStorageError(f"{self.description}: {reference or 'manifest.json'} not found")
         return manifest.raw, manifest.media_type
 
-    def blob_file(self, desc: Descriptor) -> Path:
-        path = self.image.blob_path(desc.digest)
-        size = self.fs.stat_file(path)
-        if size is None:
-            raise LocalStorageError(f"{self.description}: blob {desc.digest} is missing")
-        if size != desc.size:
-            raise IntegrityError(
-                f"{self.description}: blob {desc.digest} is {size} bytes, the manifest says "
-                f"{desc.size} (truncated or corrupt)"
-            )
-        return path
-
-    @contextlib.asynccontextmanager
-    async def blob(self, desc: Descriptor) -> AsyncIterator[AsyncIterator[bytes]]:
-        async with self.fs.chunks(self.blob_file(desc), desc.size) as chunks:
-            yield chunks
-
-    @property
-    def origin(self) -> BlobOrigin | None:
-        return None
+    def _blob_location(self, digest: str) -> Path:
+        return self.image.blob_path(digest)
 
 
 class DirDestination:

@@ -14,8 +14,6 @@ atomically after the manifest it names is in place: naming an image is the commi
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,8 @@ from mirrord.manifests import (
     parse_manifest,
 )
 from mirrord.refs import DIGEST_RE, ImageReference, check_digest, is_digest, is_tag
-from mirrord.transports.base import BlobOrigin, BlobOutcome, ByteCounter, ImageSource, ManifestInfo
+from mirrord.transports.base import BlobOutcome, ByteCounter, ImageSource, ManifestInfo
+from mirrord.transports.fileblobs import FileBlobs
 from mirrord.transports.jsonfile import dump_json, load_json, string_map
 from mirrord.transports.localfs import LocalRoot
 from mirrord.transports.placement import BlobPlacer
@@ -216,7 +215,7 @@ class OciLayout:
         self._dirty = False
 
 
-class OciSource:
+class OciSource(FileBlobs):
     """Images of an OCI layout, addressed by entry name or digest."""
 
     def __init__(self, layout: OciLayout) -> None:
@@ -253,26 +252,8 @@ class OciSource:
         manifest = self.layout.read_manifest(*found)
         return manifest.raw, manifest.media_type
 
-    def blob_file(self, desc: Descriptor) -> Path:
-        path = self.layout.blob_path(desc.digest)
-        size = self.fs.stat_file(path)
-        if size is None:
-            raise LocalStorageError(f"{self.description}: blob {desc.digest} is missing")
-        if size != desc.size:
-            raise IntegrityError(
-                f"{self.description}: blob {desc.digest} is {size} bytes, the manifest says "
-                f"{desc.size} (truncated or corrupt)"
-            )
-        return path
-
-    @contextlib.asynccontextmanager
-    async def blob(self, desc: Descriptor) -> AsyncIterator[AsyncIterator[bytes]]:
-        async with self.fs.chunks(self.blob_file(desc), desc.size) as chunks:
-            yield chunks
-
-    @property
-    def origin(self) -> BlobOrigin | None:
-        return None
+    def _blob_location(self, digest: str) -> Path:
+        return self.layout.blob_path(digest)
 
 
 class OciDestination:

@@ -15,8 +15,6 @@ written before the links naming them, and a tag's `current/link` last (the commi
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from mirrord.errors import IntegrityError, InvalidReference, LocalStorageError
@@ -28,7 +26,8 @@ from mirrord.manifests import (
     parse_manifest,
 )
 from mirrord.refs import check_digest, check_repository, check_tag, is_digest, is_tag
-from mirrord.transports.base import BlobOrigin, BlobOutcome, ByteCounter, ImageSource, ManifestInfo
+from mirrord.transports.base import BlobOutcome, ByteCounter, ImageSource, ManifestInfo
+from mirrord.transports.fileblobs import FileBlobs
 from mirrord.transports.localfs import LocalRoot
 from mirrord.transports.placement import BlobPlacer
 
@@ -180,7 +179,7 @@ class RegistryStorage:
         return StorageDestination(self, check_repository(repo))
 
 
-class StorageSource:
+class StorageSource(FileBlobs):
     """One repository of a registry's storage, read as an image source."""
 
     def __init__(self, storage: RegistryStorage, repo: str) -> None:
@@ -209,26 +208,8 @@ class StorageSource:
         manifest = self.storage.read_manifest(digest)
         return manifest.raw, manifest.media_type
 
-    def blob_file(self, desc: Descriptor) -> Path:
-        path = self.storage.blob_path(desc.digest)
-        size = self.fs.stat_file(path)
-        if size is None:
-            raise LocalStorageError(f"{self.description}: blob {desc.digest} is missing")
-        if size != desc.size:
-            raise IntegrityError(
-                f"{self.description}: blob {desc.digest} is {size} bytes, the manifest says "
-                f"{desc.size} (truncated or corrupt)"
-            )
-        return path
-
-    @contextlib.asynccontextmanager
-    async def blob(self, desc: Descriptor) -> AsyncIterator[AsyncIterator[bytes]]:
-        async with self.fs.chunks(self.blob_file(desc), desc.size) as chunks:
-            yield chunks
-
-    @property
-    def origin(self) -> BlobOrigin | None:
-        return None
+    def _blob_location(self, digest: str) -> Path:
+        return self.storage.blob_path(digest)
 
     async def tags(self) -> list[str]:
         return self.storage.tags(self.repo)
