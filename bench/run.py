@@ -123,6 +123,7 @@ def run_child(
     argv: list[str], env: dict[str, str] | None = None
 ) -> tuple[float, float, float, bool]:
     """(wall, cpu, peak RSS MiB, ok) of one child process."""
+    os.sync()  # the previous run's dirty pages are written back before this one starts
     started = time.perf_counter()
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(process.pid, 0)

@@ -12,11 +12,13 @@ rest and hand them back to the queue, the interrupted attempt not counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -186,18 +188,22 @@ class Completions:
     On SQLite every transaction costs milliseconds of thread hand-offs, and a warm sync finishes
     thousands of jobs a minute: one transaction per job would make the database the limit. A
     finished job hands its success over and frees its slot at once; the flusher commits what
-    has gathered, lingering briefly so batches are large. A crash before the commit only means
-    the job runs again (its lease expires), and a re-run of a finished copy is two HEADs.
+    has gathered, lingering while other jobs are still running so batches are large, and at
+    once when nothing else is (the end of a run is not kept waiting). A crash before the commit
+    only means the job runs again (its lease expires), and a re-run of a finished copy is two
+    HEADs.
     """
 
-    LINGER = 0.05  # seconds a batch may wait for company
+    LINGER = 0.25  # seconds a batch may wait for company
     BATCH = 500
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, busy: Callable[[], bool] = lambda: True) -> None:
         self.store = store
         self.committed = asyncio.Event()  # set after every batch (one-shot runs wait on it)
+        self._busy = busy
         self._pending: list[Success] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._more = asyncio.Event()
 
     @property
     def pending_ids(self) -> list[int]:
@@ -205,13 +211,24 @@ class Completions:
 
     def submit(self, success: Success) -> None:
         self._pending.append(success)
+        self._more.set()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="completions")
 
+    async def _linger(self) -> None:
+        """Wait up to LINGER for a full batch, as long as other jobs may still add to it."""
+        deadline = asyncio.get_running_loop().time() + self.LINGER
+        while len(self._pending) < self.BATCH and self._busy():
+            self._more.clear()
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._more.wait(), remaining)
+
     async def _flush(self) -> None:
         while self._pending:
-            if len(self._pending) < self.BATCH:
-                await asyncio.sleep(self.LINGER)
+            await self._linger()
             batch, self._pending = self._pending[: self.BATCH], self._pending[self.BATCH :]
             try:
                 await self.store.queue.succeed_many(batch)
@@ -228,9 +245,9 @@ class Completions:
 class WorkerPool:
     """Runs queued jobs with at most `settings.size` at once.
 
-    Claims come in batches and are kept in a small local buffer (at most `size` jobs, their
-    leases renewed like running ones), so a slot that frees up is refilled at once instead of
-    waiting for a claim transaction.
+    Claims come in batches and are kept in a local buffer (up to three times `size` jobs,
+    their leases renewed like running ones), so a slot that frees up is refilled at once
+    instead of waiting for a claim transaction, and a claim takes about `2 * size` jobs.
     """
 
     def __init__(
@@ -248,7 +265,7 @@ class WorkerPool:
         self.name = name or worker_id()
         self.running: dict[int, asyncio.Task[None]] = {}
         self.buffer: deque[Job] = deque()
-        self.completions = Completions(store)
+        self.completions = Completions(store, lambda: bool(self.running or self.buffer))
         self._wake = asyncio.Event()
         self._claiming = True
 
@@ -276,8 +293,8 @@ class WorkerPool:
     async def _refill(self) -> bool:
         """Claim when the buffer runs low; True if anything was claimed."""
         size = self.settings.size
-        want = 2 * size - len(self.running) - len(self.buffer)
-        if len(self.buffer) >= size // 2 + 1 or want <= 0:
+        want = 4 * size - len(self.running) - len(self.buffer)
+        if len(self.buffer) >= size or want <= 0:
             return False
         jobs = await self.store.queue.claim(self.name, want, self.settings.lease)
         self.buffer.extend(jobs)

@@ -135,11 +135,12 @@ Index(
     sqlite_where=_running,
     postgresql_where=_running,
 )
-# The claim scans queued jobs by priority, then due time.
+# The claim reads queued jobs in its own order: priority (highest first), due time, id.
 Index(
     "ix_jobs_claim",
-    jobs.c.priority,
+    jobs.c.priority.desc(),
     jobs.c.due_at,
+    jobs.c.id,
     sqlite_where=_queued,
     postgresql_where=_queued,
 )
