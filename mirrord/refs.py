@@ -24,6 +24,7 @@ _HOST_RE = re.compile(
     r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
 )
 MAX_NAME_LENGTH = 255
+_SPACE_RE = re.compile(r"\s")  # str.isspace()'s characters
 
 
 def is_digest(text: str) -> bool:
@@ -112,7 +113,7 @@ class ImageReference:
     def parse(cls, text: str) -> ImageReference:
         """Parse `[registry/]repo[:tag][@digest]`; a bare name gets no tag (callers decide)."""
         original = text
-        if not text or len(text) > 512 or any(c.isspace() for c in text):
+        if not text or len(text) > 512 or _SPACE_RE.search(text):
             raise InvalidReference(f"invalid image reference {original[:120]!r}")
         digest = None
         if "@" in text:
