@@ -7,7 +7,8 @@ destination) and then warm (nothing changed):
     skopeo sync --src yaml --dest docker --all --preserve-digests SYNC.yaml DEST/mirror
     mirrord sync --src yaml --dest docker --all SYNC.yaml DEST/mirror   (same arguments)
 
-Each run is a child process: wall time, CPU (user+sys) and peak RSS come from wait4(). The
+Each run is a child process: wall time and CPU (user+sys) come from wait4(), peak RSS from
+sampling the child's VmHWM (wait4's ru_maxrss includes this script's own RSS). The
 destination registry's own read counter (Linux `rchar`) measures bytes uploaded, so no relay
 competes with the tools for CPU; the registries' access logs count requests. mirrord is
 byte-compiled first, as an installed package is. Medians over the repetitions, ratios from the same run. Extra parts:
@@ -24,6 +25,8 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +39,7 @@ OUT = ROOT / "bench" / "out"
 MIRRORD = [sys.executable, "-m", "mirrord"]
 WAN_RTT_MS, WAN_MBIT = 40, 400
 _REQUEST = re.compile(r'"(GET|HEAD|PUT|POST|PATCH|DELETE) /v2/')
+_VMHWM = re.compile(r"^VmHWM:\s+(\d+) kB", re.MULTILINE)
 
 
 @dataclass
@@ -119,20 +123,54 @@ def count_requests(log: Path, since: int) -> tuple[int, int]:
     return len(_REQUEST.findall(data[since:].decode(errors="replace"))), len(data)
 
 
+class PeakRss(threading.Thread):
+    """Samples a running process's VmHWM, its own high-water mark (so any sample after the peak
+    sees it), until the process exits. wait4()'s ru_maxrss cannot be used: at exec, Linux
+    charges the child with the RSS of the parent it was forked from (here, this script)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.status = Path(f"/proc/{pid}/status")
+        self.kib = 0
+        self._done = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            try:
+                match = _VMHWM.search(self.status.read_text())
+            except OSError:
+                return
+            if match is None:  # exited: a zombie has no memory
+                return
+            self.kib = max(self.kib, int(match.group(1)))
+            self._done.wait(0.02)
+
+    def stop(self) -> float:
+        """Stop sampling; the peak in MiB."""
+        self._done.set()
+        self.join()
+        return self.kib / 1024
+
+
 def run_child(
     argv: list[str], env: dict[str, str] | None = None
 ) -> tuple[float, float, float, bool]:
     """(wall, cpu, peak RSS MiB, ok) of one child process."""
     os.sync()  # the previous run's dirty pages are written back before this one starts
-    started = time.perf_counter()
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    with tempfile.TemporaryFile() as stderr:
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        peak = PeakRss(process.pid)  # Popen returns once the child has exec'd
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        rss = peak.stop()
+        stderr.seek(0)
+        errors = stderr.read().decode(errors="replace")
     ok = os.waitstatus_to_exitcode(status) == 0
     if not ok:
-        print(f"  ! {' '.join(argv[:4])} failed:\n{stderr[-2000:]}", flush=True)
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, ok
+        print(f"  ! {' '.join(argv[:4])} failed:\n{errors[-2000:]}", flush=True)
+    return wall, usage.ru_utime + usage.ru_stime, rss, ok
 
 
 def sync_file(work: Path, source_host: str, corpus: Corpus) -> Path:
