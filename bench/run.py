@@ -8,7 +8,7 @@ destination) and then warm (nothing changed):
     mirrord sync --src yaml --dest docker --all SYNC.yaml DEST/mirror   (same arguments)
 
 Each run is a child process: wall time and CPU (user+sys) come from wait4(), peak RSS from
-sampling the child's VmHWM (wait4's ru_maxrss includes this script's own RSS). The
+the child's own VmHWM (tests/harness/procmem.py: wait4's would include this script's). The
 destination registry's own read counter (Linux `rchar`) measures bytes uploaded, so no relay
 competes with the tools for CPU; the registries' access logs count requests. mirrord is
 byte-compiled first, as an installed package is. Medians over the repetitions, ratios from the same run. Extra parts:
@@ -26,12 +26,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.corpus import Corpus, cached_source
+from tests.harness.procmem import PeakRss
 from tests.harness.registry import RegistryServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +39,6 @@ OUT = ROOT / "bench" / "out"
 MIRRORD = [sys.executable, "-m", "mirrord"]
 WAN_RTT_MS, WAN_MBIT = 40, 400
 _REQUEST = re.compile(r'"(GET|HEAD|PUT|POST|PATCH|DELETE) /v2/')
-_VMHWM = re.compile(r"^VmHWM:\s+(\d+) kB", re.MULTILINE)
 
 
 @dataclass
@@ -123,36 +122,6 @@ def count_requests(log: Path, since: int) -> tuple[int, int]:
     return len(_REQUEST.findall(data[since:].decode(errors="replace"))), len(data)
 
 
-class PeakRss(threading.Thread):
-    """Samples a running process's VmHWM, its own high-water mark (so any sample after the peak
-    sees it), until the process exits. wait4()'s ru_maxrss cannot be used: at exec, Linux
-    charges the child with the RSS of the parent it was forked from (here, this script)."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.status = Path(f"/proc/{pid}/status")
-        self.kib = 0
-        self._done = threading.Event()
-        self.start()
-
-    def run(self) -> None:
-        while not self._done.is_set():
-            try:
-                match = _VMHWM.search(self.status.read_text())
-            except OSError:
-                return
-            if match is None:  # exited: a zombie has no memory
-                return
-            self.kib = max(self.kib, int(match.group(1)))
-            self._done.wait(0.02)
-
-    def stop(self) -> float:
-        """Stop sampling; the peak in MiB."""
-        self._done.set()
-        self.join()
-        return self.kib / 1024
-
-
 def run_child(
     argv: list[str], env: dict[str, str] | None = None
 ) -> tuple[float, float, float, bool]:
@@ -164,7 +133,7 @@ def run_child(
         peak = PeakRss(process.pid)  # Popen returns once the child has exec'd
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
-        rss = peak.stop()
+        rss = peak.stop() / 2**20
         stderr.seek(0)
         errors = stderr.read().decode(errors="replace")
     ok = os.waitstatus_to_exitcode(status) == 0

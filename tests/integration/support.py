@@ -6,7 +6,8 @@ flags for a registry, checks of what landed, and a fake registry for hostile ans
     assert result.error_line() == "mirrord: error: ..."
 
 Every run has a timeout, a private HOME (no auth file of the machine is ever read), captured
-output, and its peak RSS (from `os.wait4`, so only the `mirrord` process itself counts).
+output, and its peak RSS (sampled from /proc while it runs, so only the `mirrord` process
+itself counts: see tests/harness/procmem.py).
 Bytecode is cached (in a directory of its own, never in the checkout) even where the
 environment says PYTHONDONTWRITEBYTECODE: an installed mirrord has its .pyc files, and
 compiling every module again would cost each run a third of a second.
@@ -33,6 +34,7 @@ from typing import Self
 from aiohttp import web
 
 from tests.harness.images import Image
+from tests.harness.procmem import high_water_kib
 from tests.harness.registry import Credentials, RegistryServer
 from tests.harness.skopeo import Endpoint, copy_to_oci, inspect_raw
 
@@ -152,13 +154,15 @@ class Mirrord:
 
 
 def _wait(process: subprocess.Popen[bytes], timeout: float) -> tuple[int, int]:
-    """Reap the child with `wait4` (its own peak RSS, in bytes); kill it after `timeout`."""
+    """Reap the child, sampling its peak RSS (bytes) meanwhile; kill it after `timeout`."""
     deadline = time.monotonic() + timeout
+    peak_kib = 0
     while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        peak_kib = max(peak_kib, high_water_kib(process.pid) or 0)
+        pid, status = os.waitpid(process.pid, os.WNOHANG)
         if pid == process.pid:
             process.returncode = os.waitstatus_to_exitcode(status)
-            return process.returncode, usage.ru_maxrss * 1024
+            return process.returncode, peak_kib * 1024
         if time.monotonic() > deadline:
             os.killpg(process.pid, signal.SIGKILL)
             os.wait4(process.pid, 0)
