@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 
 import click
@@ -9,6 +10,8 @@ import click
 from mirrord import __version__
 from mirrord.cli.common import DurationType, GlobalFlags
 from mirrord.logs import setup_logging
+
+GC_THRESHOLD = 10_000  # allocations between young-generation collections (Python's default: 700)
 
 
 class LazyGroup(click.Group):
@@ -23,8 +26,27 @@ class LazyGroup(click.Group):
         from mirrord.cli.commands import COMMANDS
 
         if cmd_name not in self.commands and cmd_name in COMMANDS:
-            importlib.import_module(COMMANDS[cmd_name])
+            _import_for_good(COMMANDS[cmd_name])
         return self.commands.get(cmd_name)
+
+
+def _import_for_good(module: str) -> None:
+    """Import a command's module (and with it aiohttp, SQLAlchemy and pydantic) with the cyclic
+    collector off, then freeze what the imports made and make collections rarer.
+
+    The imports create a few hundred thousand objects that live as long as the process;
+    collecting while they are made, and scanning them again in every later full collection, is
+    wasted work. A busy sync allocates fast (each job, each request) and keeps little garbage
+    in cycles. Measured, interleaved runs: a warm 70-tag sync used ~8% less CPU, a warm sync of
+    2,000 tags a few per cent less.
+    """
+    gc.disable()
+    try:
+        importlib.import_module(module)
+    finally:
+        gc.enable()
+        gc.freeze()
+        gc.set_threshold(GC_THRESHOLD)
 
 
 @click.group(
