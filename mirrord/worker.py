@@ -203,7 +203,7 @@ class Completions:
         self._busy = busy
         self._pending: list[Success] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._more = asyncio.Event()
+        self._changed = asyncio.Event()  # a success arrived or a job ended: look again
 
     @property
     def pending_ids(self) -> list[int]:
@@ -211,20 +211,24 @@ class Completions:
 
     def submit(self, success: Success) -> None:
         self._pending.append(success)
-        self._more.set()
+        self._changed.set()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="completions")
+
+    def job_ended(self) -> None:
+        """A job left the pool: a lingering batch may have no one left to wait for."""
+        self._changed.set()
 
     async def _linger(self) -> None:
         """Wait up to LINGER for a full batch, as long as other jobs may still add to it."""
         deadline = asyncio.get_running_loop().time() + self.LINGER
         while len(self._pending) < self.BATCH and self._busy():
-            self._more.clear()
+            self._changed.clear()
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._more.wait(), remaining)
+                await asyncio.wait_for(self._changed.wait(), remaining)
 
     async def _flush(self) -> None:
         while self._pending:
@@ -321,6 +325,7 @@ class WorkerPool:
 
     def _finished(self, job_id: int) -> None:
         self.running.pop(job_id, None)
+        self.completions.job_ended()
         self._wake.set()
 
     async def _execute(self, job: Job) -> None:
