@@ -10,7 +10,8 @@ SQLite (the default) gets two engines on the same file:
   WAL snapshot and never take the write lock.
 
 Both disable the sqlite3 driver's own transaction handling (`isolation_level = None`) and emit
-BEGIN themselves, which is SQLAlchemy's documented recipe. PostgreSQL uses one asyncpg engine
+BEGIN themselves, which is SQLAlchemy's documented recipe. The file is put in WAL mode once, when
+a `Database` is made, before either engine connects. PostgreSQL uses one asyncpg engine
 for both.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -94,6 +96,30 @@ def _prepare_sqlite_file(path: Path) -> None:
         directory.mkdir(mode=0o700)
     if not path.exists():
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    _enable_wal(path)
+
+
+def _enable_wal(path: Path) -> None:
+    """Put the database in WAL mode before any engine connects to it.
+
+    Converting a database to WAL takes a brief exclusive lock, and SQLite does not wait for it
+    under busy_timeout: daemons opening one new database at once failed with "database is
+    locked". So the conversion happens here, retried until the busy timeout; on a database
+    already in WAL mode (every open but the first) the pragma takes no lock and returns at once.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL").close()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+    finally:
+        conn.close()
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -101,7 +127,6 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     for pragma in (
         f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
-        "PRAGMA journal_mode = WAL",
         "PRAGMA synchronous = NORMAL",
         "PRAGMA foreign_keys = ON",
     ):
@@ -127,7 +152,7 @@ def _retryable(exc: DBAPIError) -> bool:
     return getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES
 
 
-def store_error(action: str, exc: SQLAlchemyError | OSError) -> StoreError:
+def store_error(action: str, exc: SQLAlchemyError | OSError | sqlite3.Error) -> StoreError:
     """The StoreError for a database or driver error: one line, naming what we were doing."""
     if isinstance(exc, OSError):
         return StoreError(f"database I/O error while {action}: {exc}")
@@ -140,7 +165,7 @@ def store_errors(action: str) -> Iterator[None]:
     """Map database and driver errors to StoreError (the one boundary)."""
     try:
         yield
-    except (SQLAlchemyError, OSError) as exc:
+    except (SQLAlchemyError, OSError, sqlite3.Error) as exc:
         raise store_error(action, exc) from exc
 
 
@@ -157,7 +182,7 @@ class Database:
             if path is not None and not create and not path.exists():
                 raise StoreError(f"no database at {path}")
             if path is not None:
-                with store_errors("creating the database file"):
+                with store_errors("opening the database file"):
                     _prepare_sqlite_file(path)
             self.write_engine = _sqlite_engine(self.url, "BEGIN IMMEDIATE")
             # An in-memory database exists once per connection: reads must share the writer's.

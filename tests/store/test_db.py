@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import stat
+import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,31 @@ async def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(
 
     run = sqlite_store.db.read if engine == "read" else sqlite_store.db.write
     assert await run(work, "reading pragmas") == ["wal", 1, 30000, 1]  # 1: NORMAL
+
+
+def _open_and_write_at_once(url: str, start: threading.Barrier) -> str:
+    async def main() -> str:
+        start.wait()
+        db = Database(url)
+        try:
+            await db.write(lambda c: c.exec_driver_sql("CREATE TABLE IF NOT EXISTS t (x)"), "w")
+            return str(await db.read(lambda c: c.scalar(text("PRAGMA journal_mode")), "r"))
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+def test_many_openers_of_one_new_sqlite_database_all_succeed(tmp_path: Path) -> None:
+    # Converting a new database to WAL takes an exclusive lock SQLite does not wait for under
+    # busy_timeout; openers racing for it used to fail with "database is locked".
+    openers = 4
+    with ThreadPoolExecutor(openers) as pool:
+        for n in range(30):
+            url = f"sqlite+aiosqlite:///{tmp_path / f'{n}.db'}"
+            start = threading.Barrier(openers)
+            modes = pool.map(_open_and_write_at_once, [url] * openers, [start] * openers)
+            assert list(modes) == ["wal"] * openers
 
 
 async def test_sqlite_write_transactions_take_the_write_lock_at_begin(
