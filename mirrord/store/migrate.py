@@ -13,12 +13,22 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    inspect,
+    text,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mirrord.errors import StoreError
 from mirrord.store.db import Database
+from mirrord.store.models import metadata
 
 
 def migrations_dir() -> Path:
@@ -38,14 +48,29 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 # Alembic is imported only when a migration has to run: a database already at the head (every
-# start but the first after an upgrade) is checked with one SELECT, which keeps start-up fast.
+# start but the first after an upgrade) is checked with one SELECT, and a new, empty database
+# is made from the models and stamped with the head (Alembic's "building an up to date database
+# from scratch"), which keeps start-up fast. tests/store/test_migrations.py proves the
+# migrations and the models describe one schema, so both ways give the same database.
+
+# Alembic's own bookkeeping table, as `alembic stamp` creates it.
+_VERSION_TABLE = Table(
+    "alembic_version",
+    MetaData(),
+    Column("version_num", String(32), nullable=False),
+    PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+)
+
+
+def _check_migrations_dir() -> None:
+    if not (MIGRATIONS_DIR / "env.py").is_file():
+        raise StoreError(f"database migrations not found in {MIGRATIONS_DIR}")
 
 
 def alembic_config() -> Config:
     from alembic.config import Config
 
-    if not (MIGRATIONS_DIR / "env.py").is_file():
-        raise StoreError(f"database migrations not found in {MIGRATIONS_DIR}")
+    _check_migrations_dir()
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return config
@@ -57,12 +82,16 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-@cache
 def head_from_files() -> str | None:
     """The head revision read from the version files (no Alembic import); None if unclear."""
+    return _head_in(MIGRATIONS_DIR)
+
+
+@cache
+def _head_in(directory: Path) -> str | None:
     revisions: set[str] = set()
     parents: set[str] = set()
-    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+    for path in (directory / "versions").glob("*.py"):
         for key, value in _REVISION.findall(path.read_text(encoding="utf-8")):
             (revisions if key == "revision" else parents).add(value)
     heads = revisions - parents
@@ -86,6 +115,26 @@ def _upgrade(connection: Connection, revision: str) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection  # env.py migrates on our transaction
     command.upgrade(config, revision)
+
+
+def _is_empty(connection: Connection) -> bool:
+    """No table of mirrord's and no Alembic version table: a database never migrated."""
+    present = set(inspect(connection).get_table_names())
+    return not present & ({_VERSION_TABLE.name} | set(metadata.tables))
+
+
+def _create_at_head(connection: Connection, head: str) -> None:
+    metadata.create_all(connection)
+    _VERSION_TABLE.create(connection)
+    connection.execute(_VERSION_TABLE.insert().values(version_num=head))
+
+
+def _build_or_upgrade(connection: Connection, revision: str) -> None:
+    head = head_from_files()
+    if revision == "head" and head is not None and _is_empty(connection):
+        _create_at_head(connection, head)
+    else:
+        _upgrade(connection, revision)
 
 
 def _downgrade(connection: Connection, revision: str) -> None:
@@ -115,15 +164,19 @@ async def lock_for_migration(conn: AsyncConnection) -> None:
 
 
 async def upgrade(db: Database, revision: str = "head") -> None:
-    """Apply migrations up to `revision` in one write transaction."""
+    """Bring the schema to `revision` in one write transaction.
+
+    For "head", a new, empty database is built from the models and stamped; naming a revision
+    always runs the migrations (tests do, to check them against the models).
+    """
     head = head_from_files()
     if revision == "head" and head is not None and await _stored_revision(db) == head:
         return
-    alembic_config()  # fail with a clear message before touching the database
+    _check_migrations_dir()  # fail with a clear message before touching the database
 
     async def work(conn: AsyncConnection) -> None:
         await lock_for_migration(conn)
-        await conn.run_sync(_upgrade, revision)
+        await conn.run_sync(_build_or_upgrade, revision)
 
     await db.write(work, "applying migrations")
 

@@ -1,7 +1,7 @@
 """The tables, as SQLAlchemy Core. Migrations must produce exactly this (a test compares them).
 
 Times are float epoch seconds. States are text, CHECK-constrained to their enum; the legal
-*changes* of `jobs.state` are enforced by a trigger created in the migrations.
+*changes* of `jobs.state` are enforced by a trigger, created with the jobs table.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     ColumnElement,
+    Connection,
     Double,
     ForeignKey,
     Index,
@@ -23,11 +24,13 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     Text,
+    event,
     literal_column,
     text,
 )
 
 from mirrord.store.records import (
+    TRANSITIONS,
     BlobSource,
     BlobState,
     JobKind,
@@ -118,6 +121,56 @@ jobs = Table(
     CheckConstraint("(state IN ('queued', 'running')) = (finished_at IS NULL)", name="finished"),
     CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="attempts"),
 )
+
+
+def _legal_changes() -> str:
+    """TRANSITIONS as an SQL condition on OLD.state and NEW.state."""
+
+    def listed(states: frozenset[JobState]) -> str:
+        return ", ".join(f"'{state.value}'" for state in JobState if state in states)
+
+    return " OR ".join(
+        f"(OLD.state = '{old.value}' AND NEW.state IN ({listed(new)}))"
+        for old, new in TRANSITIONS.items()
+        if new
+    )
+
+
+# The database itself refuses an illegal change of jobs.state, whatever SQL reaches it.
+STATE_TRIGGER_DDL = {
+    "sqlite": [
+        f"""CREATE TRIGGER jobs_state_transition
+BEFORE UPDATE OF state ON jobs
+FOR EACH ROW WHEN NEW.state <> OLD.state AND NOT ({_legal_changes()})
+BEGIN
+    SELECT RAISE(ABORT, 'illegal job state transition');
+END"""
+    ],
+    "postgresql": [
+        f"""CREATE FUNCTION jobs_state_transition() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT ({_legal_changes()}) THEN
+        RAISE EXCEPTION 'illegal job state transition % -> %', OLD.state, NEW.state
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END
+$$""",
+        """CREATE TRIGGER jobs_state_transition
+BEFORE UPDATE OF state ON jobs
+FOR EACH ROW WHEN (NEW.state IS DISTINCT FROM OLD.state)
+EXECUTE FUNCTION jobs_state_transition()""",
+    ],
+}
+
+
+def _create_state_trigger(table: Table, connection: Connection, **_: Any) -> None:
+    for statement in STATE_TRIGGER_DDL[connection.dialect.name]:
+        connection.exec_driver_sql(statement)
+
+
+event.listen(jobs, "after_create", _create_state_trigger)
+
 _queued = has_state(jobs.c.state, JobState.QUEUED)
 _running = has_state(jobs.c.state, JobState.RUNNING)
 # The dedup rule: at most one queued and one running job per key.

@@ -164,6 +164,16 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+async def other_database_url(
+    request: pytest.FixtureRequest, database_url: str, tmp_path: Path
+) -> str:
+    """A second fresh, empty database on the backend of `database_url`."""
+    if database_url.startswith("sqlite"):
+        return f"sqlite+aiosqlite:///{tmp_path / 'other' / 'mirrord.db'}"
+    return await _create_database(request.getfixturevalue("postgres"))
+
+
+@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 

@@ -10,9 +10,10 @@ from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mirrord.errors import StoreError
-from mirrord.store import TRANSITIONS, JobState, Store
+from mirrord.store import TRANSITIONS, JobState, Store, migrate
+from mirrord.store.db import Database
 from mirrord.store.models import jobs
-from tests.store.support import T0, get_job
+from tests.store.support import T0, OpenStore, get_job
 
 # Column values that satisfy every CHECK for a job in each state, so that only the transition
 # itself is on trial.
@@ -23,6 +24,19 @@ VALID: dict[JobState, dict[str, Any]] = {
     JobState.FAILED: {"worker": "w", "lease_until": None, "finished_at": T0},
     JobState.CANCELLED: {"worker": None, "lease_until": None, "finished_at": T0},
 }
+
+
+@pytest.fixture(params=["built", "migrated"])
+async def store(request: pytest.FixtureRequest, database_url: str, open_store: OpenStore) -> Store:
+    """A store on a new database as `Store.open` builds it (from the models), or as the
+    migrations build it: the trigger must be the same either way."""
+    if request.param == "migrated":
+        db = Database(database_url)
+        try:
+            await migrate.upgrade(db, str(migrate.head_revision()))
+        finally:
+            await db.dispose()
+    return await open_store()
 
 
 async def _insert(
