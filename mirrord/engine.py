@@ -30,21 +30,26 @@ log = logging.getLogger(__name__)
 class StoreBlobIndex:
     """The persistent blob-location index as `BlobService` sees it: read through, write behind.
 
-    The first question about a digest loads every location of it on that registry in one
-    query; later questions are answered from memory. New locations are written in batches in
-    the background (the index is a hint: losing the last few in a crash costs a HEAD or an
-    upload, never correctness). A copy of a few hundred blobs then costs a few dozen queries,
-    not thousands.
+    The first question about a digest loads every location of it on that registry; later
+    questions are answered from memory. The digests asked about while a load runs (every job
+    starting its blobs at once) are loaded together by the next query, so one lookup at a time
+    reaches the database and a burst of lookups waits for one or two queries, not for a
+    connection each. New locations are written in batches in the background (the index is a
+    hint: losing the last few in a crash costs a HEAD or an upload, never correctness). A copy
+    of a few hundred blobs then costs a few queries, not thousands.
     """
 
     FLUSH_EVERY = 0.2
     MAX_CACHED = 200_000  # digests; past that the cache starts over (memory stays bounded)
+    LOAD_BATCH = 200  # digests per query
 
     def __init__(self, blobs: StoreBlobs, ttl: float = INDEX_TTL) -> None:
         self._blobs = blobs
         self._ttl = ttl
         self._known: dict[tuple[str, str], dict[str, BlobLocation]] = {}
-        self._loading: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._loading: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._wanted: dict[str, list[str]] = {}  # registry -> digests not yet asked for
+        self._loader: asyncio.Task[None] | None = None
         self._pending: list[BlobRecord] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -53,17 +58,48 @@ class StoreBlobIndex:
         if key not in self._known:
             if len(self._known) > self.MAX_CACHED:
                 self._known.clear()
-            if key not in self._loading:
-                self._loading[key] = asyncio.create_task(self._load(key))
-            await asyncio.shield(self._loading[key])
-        return self._known[key]
+            await asyncio.shield(self._loading.get(key) or self._want(key))
+        return self._known.get(key, {})
 
-    async def _load(self, key: tuple[str, str]) -> None:
+    def _want(self, key: tuple[str, str]) -> asyncio.Future[None]:
+        loaded = self._loading[key] = asyncio.get_running_loop().create_future()
+        loaded.add_done_callback(_retrieve)
+        self._wanted.setdefault(key[0], []).append(key[1])
+        if self._loader is None or self._loader.done():
+            self._loader = asyncio.create_task(self._load_wanted(), name="blob-index-load")
+        return loaded
+
+    async def _load_wanted(self) -> None:
         try:
-            found = await self._blobs.locations(*key, max_age=self._ttl)
-            self._known.setdefault(key, {}).update({loc.repo: loc for loc in found})
-        finally:
-            self._loading.pop(key, None)
+            await asyncio.sleep(0)  # the other jobs starting now ask too: one query for all
+            while self._wanted:
+                registry, digests = next(iter(self._wanted.items()))
+                batch, rest = digests[: self.LOAD_BATCH], digests[self.LOAD_BATCH :]
+                if rest:
+                    self._wanted[registry] = rest
+                else:
+                    del self._wanted[registry]
+                await self._load(registry, batch)
+        finally:  # (on cancellation, at shutdown) lookups left unloaded must not wait forever
+            for loaded in self._loading.values():
+                loaded.cancel()
+            self._loading.clear()
+            self._wanted.clear()
+
+    async def _load(self, registry: str, digests: list[str]) -> None:
+        keys = [(registry, digest) for digest in digests]
+        try:
+            found = await self._blobs.locations(registry, digests, max_age=self._ttl)
+        except Exception as exc:
+            for key in keys:
+                self._loading.pop(key).set_exception(exc)
+            return
+        for key in keys:
+            self._known.setdefault(key, {})
+        for loc in found:
+            self._known[(registry, loc.digest)][loc.repo] = loc
+        for key in keys:
+            self._loading.pop(key).set_result(None)
 
     async def known_in_repo(self, registry: str, repo: str, digest: str) -> bool:
         return repo in await self._locations(registry, digest)
@@ -101,6 +137,12 @@ class StoreBlobIndex:
         """Write what is pending now (at shutdown)."""
         while self._writer is not None and not self._writer.done():
             await asyncio.shield(self._writer)
+
+
+def _retrieve(loaded: asyncio.Future[None]) -> None:
+    """A failed load is reported to whoever waits; with nobody left waiting, it is dropped."""
+    if not loaded.cancelled():
+        loaded.exception()
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,16 +117,16 @@ class BlobIndex(Component):
         return await self._db.read(lambda conn: _first(conn, statement), "looking up a blob")
 
     async def locations(
-        self, registry: str, digest: str, max_age: float | None = None
+        self, registry: str, digests: Iterable[str], max_age: float | None = None
     ) -> list[BlobLocation]:
-        """Every repository of `registry` known to hold `digest` (suspect ones left out)."""
-        statement = (
-            select(blob_locations)
-            .where(B.registry == registry, B.digest == digest, B.state != SUSPECT)
-            .limit(CANDIDATE_ROWS)
-        )
+        """Every repository of `registry` known to hold each of `digests` (suspect ones left
+        out), in one query; at most CANDIDATE_ROWS per digest."""
+        conditions = [B.registry == registry, B.digest.in_(list(digests)), B.state != SUSPECT]
         if max_age is not None:
-            statement = statement.where(B.verified_at >= self._clock() - max_age)
+            conditions.append(B.verified_at >= self._clock() - max_age)
+        number = func.row_number().over(partition_by=B.digest).label("number")
+        ranked = select(blob_locations, number).where(*conditions).subquery()
+        statement = select(*(ranked.c[c.name] for c in B)).where(ranked.c.number <= CANDIDATE_ROWS)
 
         async def work(conn: AsyncConnection) -> list[BlobLocation]:
             rows = (await conn.execute(statement)).mappings()

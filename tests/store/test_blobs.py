@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mirrord.store import BlobLocation, BlobRecord, BlobSource, BlobState, Store
 from mirrord.store.blobs import rank_candidates, shared_leading_components
 from tests.store.support import FakeClock
@@ -117,3 +119,27 @@ def test_ranking_breaks_ties_by_recency_then_failures() -> None:
 
     ranked = rank_candidates([loc("p/a", 1, 0), loc("p/b", 2, 1), loc("p/c", 2, 0)], "q")
     assert [c.repo for c in ranked] == ["p/c", "p/b", "p/a"]
+
+
+async def test_locations_of_many_digests_in_one_query(
+    store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blobs = store.blobs
+    d3 = "sha256:" + "3" * 64
+    await blobs.record(REG, "old", D2, 1, BlobSource.UPLOAD)
+    clock.advance(3601)
+    for repo in ("a", "b", "c"):
+        await blobs.record(REG, repo, D1, 1, BlobSource.UPLOAD)
+    await blobs.record(REG, "b", D2, 1, BlobSource.UPLOAD)
+    await blobs.record("elsewhere:5000", "a", d3, 1, BlobSource.UPLOAD)
+    for _ in range(3):
+        await blobs.mark_failed(REG, "c", D1)  # suspect: left out
+
+    found = await blobs.locations(REG, [D1, D2, d3], max_age=3600)
+    assert sorted((loc.digest, loc.repo) for loc in found) == [(D1, "a"), (D1, "b"), (D2, "b")]
+    everything = await blobs.locations(REG, [D2])
+    assert sorted(loc.repo for loc in everything) == ["b", "old"]
+
+    monkeypatch.setattr("mirrord.store.blobs.CANDIDATE_ROWS", 1)  # a digest in many repos
+    capped = await blobs.locations(REG, [D1, D2])
+    assert sorted(loc.digest for loc in capped) == [D1, D2]
