@@ -137,7 +137,7 @@ def _legal_changes() -> str:
 
 
 # The database itself refuses an illegal change of jobs.state, whatever SQL reaches it.
-STATE_TRIGGER_DDL = {
+_STATE_TRIGGER_DDL = {
     "sqlite": [
         f"""CREATE TRIGGER jobs_state_transition
 BEFORE UPDATE OF state ON jobs
@@ -165,7 +165,7 @@ EXECUTE FUNCTION jobs_state_transition()""",
 
 
 def _create_state_trigger(table: Table, connection: Connection, **_: Any) -> None:
-    for statement in STATE_TRIGGER_DDL[connection.dialect.name]:
+    for statement in _STATE_TRIGGER_DDL[connection.dialect.name]:
         connection.exec_driver_sql(statement)
 
 
