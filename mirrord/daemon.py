@@ -3,7 +3,8 @@
 Lifecycle:
 - start: load and validate the config, open the database (migrations applied), serve HTTP,
   then run the named background tasks: scheduler, workers, heartbeat, reaper, metrics refresh.
-  One of them dying stops the daemon cleanly (they are supervised, not fire-and-forget).
+  One of them dying (a database gone, a disk full) drains the rest and exits 1, so that
+  systemd's `Restart=on-failure` starts it again; they are supervised, not fire-and-forget.
 - SIGTERM/SIGINT: stop claiming, let running copies finish for up to `drain` seconds, hand the
   rest back to the queue, exit 0.
 - SIGHUP: reload the config; an invalid new config is refused (logged), the old one kept.
@@ -40,6 +41,10 @@ DEFAULT_DRAIN = 30.0
 RETENTION_EVERY = 3600.0
 
 
+class DaemonFailed(MirrordError):
+    """A background task died; the daemon drained and stopped (exit 1: systemd restarts it)."""
+
+
 class Daemon:
     """One running mirrord. `await Daemon(path).run()` returns when it has stopped."""
 
@@ -50,6 +55,7 @@ class Daemon:
         self.metrics = Metrics()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._died: str | None = None
 
     def current_config(self) -> MirrorConfig:
         return self.config
@@ -69,6 +75,8 @@ class Daemon:
                 await self._supervise(store, pool)
             finally:
                 await self._shutdown(pool, engine, web_runner)
+        if self._died is not None:
+            raise DaemonFailed(f"stopped: background task {self._died}")
 
     def _options_for(self, host: str, role: str) -> RegistryOptions:
         return self.config.registry_options(host)
@@ -98,8 +106,9 @@ class Daemon:
         stop = asyncio.create_task(self._stop.wait(), name="stop")
         done, _ = await asyncio.wait([stop, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            if task is not stop and not task.cancelled() and task.exception() is not None:
-                log.error("background task %s died: %s", task.get_name(), task.exception())
+            if task is not stop:
+                self._died = f"{task.get_name()} {_why(task)}"
+                log.error("background task %s; stopping", self._died)
         stop.cancel()
 
     async def _retention(self, store: Store) -> None:
@@ -159,3 +168,11 @@ class Daemon:
         await runner.cleanup()
         await engine.close()
         log.info("mirrord stopped")
+
+
+def _why(task: asyncio.Task[Any]) -> str:
+    """How a background task that should run forever ended."""
+    if task.cancelled():
+        return "was cancelled"
+    exc = task.exception()
+    return f"died: {exc}" if exc is not None else "returned"

@@ -34,12 +34,35 @@ class OneShotResult:
         return self.summary.run.status is RunStatus.SUCCEEDED
 
 
+class Background:
+    """Tasks that run beside the one-shot's wait and must not end before it: the claim loop,
+    the lease heartbeat, the reaper. One of them failing (the database gone, say) ends the wait
+    with its error instead of leaving `sync` waiting forever for a run nobody works on."""
+
+    def __init__(self, tasks: list[asyncio.Task[None]]) -> None:
+        self.tasks = tasks
+
+    async def until(self, main: Coroutine[Any, Any, None]) -> None:
+        """Run `main` to its end, unless a background task fails first (then raise that)."""
+        waiting = asyncio.create_task(main)
+        pending: set[asyncio.Task[None]] = {waiting, *self.tasks}
+        try:
+            while waiting in pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done - {waiting}:
+                    if not task.cancelled() and (error := task.exception()) is not None:
+                        raise error
+            waiting.result()
+        finally:
+            waiting.cancel()
+
+
 @contextlib.asynccontextmanager
-async def background(*coros: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+async def background(*coros: Coroutine[Any, Any, None]) -> AsyncIterator[Background]:
     """Run `coros` as tasks for the duration of the block, then cancel them."""
     tasks = [asyncio.create_task(c) for c in coros]
     try:
-        yield
+        yield Background(tasks)
     finally:
         for task in tasks:
             task.cancel()
@@ -64,14 +87,17 @@ async def sync_once(
             FanOut(JobLog(), *events),
         )
         run_id = await enqueue_run(store, config, RunTrigger.ONCE)
-        async with background(pool.run(), pool.heartbeat(), pool.reaper()):
-            await _wait_for_run(store, run_id, pool.completions.committed)
+        async with background(pool.run(), pool.heartbeat(), pool.reaper()) as beside:
+            await beside.until(_wait_for_run(store, run_id, pool.completions.committed))
             await pool.drain(0)
     finally:
         await engine.close()
     summary = await store.queue.run_summary(run_id)
     assert summary is not None
     jobs = await store.queue.jobs(run_id=run_id, limit=1_000_000)
+    # A nightly sync keeps its database from night to night: history is bounded as the daemon
+    # bounds it (`history:`), after this run's jobs were read for the report.
+    await store.queue.prune_history(config.history.keep_days, config.history.keep_jobs)
     return OneShotResult(summary, tuple(reversed(jobs)))
 
 

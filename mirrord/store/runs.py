@@ -55,6 +55,11 @@ async def complete_runs(conn: AsyncConnection, run_ids: Iterable[int | None], no
     ids = {run_id for run_id in run_ids if run_id is not None}
     if not ids:
         return
+    # Lock the runs first. On PostgreSQL (READ COMMITTED) two transactions ending a run's last
+    # two jobs would otherwise each see the other's job still running, and neither would
+    # complete the run; locked, the second waits, and its check below sees the first's commit.
+    # SQLite serialises writers anyway (and has no FOR UPDATE).
+    await conn.execute(select(R.id).where(R.id.in_(ids)).order_by(R.id).with_for_update())
     idle = ~exists().where(J.run_id == R.id, has_state(J.state, *ACTIVE_STATES))
     await conn.execute(
         update(runs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import sqlite3
 from collections import Counter
 
 from mirrord.store import JobKind, JobState
@@ -106,6 +107,23 @@ def test_sigterm_drains_running_copies_and_exits_zero(
     assert handed_back + finished_copies(env) > 0
     env.signal(signal.SIGTERM)
     assert env.wait() == 0
+
+
+def test_a_database_failure_stops_the_daemon_with_exit_1_so_systemd_restarts_it(
+    daemon_env: tuple[DaemonEnv, FaultProxy, FaultProxy], corpus: Corpus
+) -> None:
+    env, _, _ = daemon_env
+    env.write_config(env.skopeo_source({REPOS[0]: []}))
+    env.start()
+    wait_until(lambda: finished_copies(env) == len(corpus.tags_of(REPOS[0])), within=120)
+    # The queue's table disappears under the running daemon (as a lost disk or database would):
+    # its next claim fails. Exit 0 here would keep `Restart=on-failure` from restarting it.
+    with sqlite3.connect(env.database.removeprefix("sqlite:///"), timeout=30) as db:
+        db.execute("ALTER TABLE jobs RENAME TO jobs_gone")
+    assert env.wait(within=60) == 1
+    log = env.log.read_text()
+    assert re.search(r"background task (workers|reaper) died", log)
+    assert "no such table: jobs" in log
 
 
 def test_sighup_with_a_broken_config_keeps_the_old_one_and_a_good_one_applies(

@@ -71,6 +71,23 @@ def test_some_failed_exits_3_and_names_them_then_retry_fixes_them(
     assert not [j for j in env.jobs() if j.state is JobState.QUEUED]
 
 
+def test_history_is_bounded_from_one_nightly_sync_to_the_next(
+    daemon_env: tuple[DaemonEnv, FaultProxy, FaultProxy], corpus: Corpus
+) -> None:
+    env, _, _ = daemon_env
+    repo = REPOS[2]
+    per_run = len(corpus.tags_of(repo)) + 1  # a copy job per tag and the listing
+    env.write_config(env.skopeo_source({repo: []}), extra=f"history: {{keep-jobs: {per_run}}}\n")
+    report = env.workdir / "report.json"
+    for _ in range(3):
+        done = sync(env, "--report", str(report))
+        assert done.returncode == 0, done.stderr
+        assert len(json.loads(report.read_text())["jobs"]) == per_run  # reported in full
+    jobs = env.jobs()
+    assert len(jobs) == per_run  # three runs' worth without the bound
+    assert len({job.run_id for job in jobs}) == 1
+
+
 def test_a_bad_config_exits_2_naming_file_line_and_key(
     daemon_env: tuple[DaemonEnv, FaultProxy, FaultProxy],
 ) -> None:

@@ -174,6 +174,12 @@ async def other_database_url(
 
 
 @pytest.fixture
+async def postgres_url(postgres: PostgresCluster) -> str:
+    """A fresh, empty PostgreSQL database, for behaviour only PostgreSQL has (its locking)."""
+    return await _create_database(postgres)
+
+
+@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
 from mirrord.store import JobState, RunStatus, RunTrigger, Store
+from mirrord.store.models import jobs
+from mirrord.store.runs import complete_runs
 from tests.store.support import FakeClock, copy_jobs, get_run
 
 
@@ -176,3 +183,43 @@ async def test_prune_by_count_keeps_the_newest_finished(store: Store, clock: Fak
     assert result.jobs_deleted == 3
     assert {job.key for job in await q.jobs()} == {"k3:t0", "k4:t0", "queued:t0"}
     assert (await q.prune_history()).jobs_deleted == 0
+
+
+async def test_two_jobs_ending_together_on_postgresql_still_complete_their_run(
+    postgres_url: str, clock: FakeClock
+) -> None:
+    """READ COMMITTED: each transaction ending one of a run's last two jobs sees the other job
+    still running. The run row is locked before the check, so the second one waits, then sees
+    the first's commit and completes the run. (SQLite runs one writer at a time.)"""
+    store = await Store.open(postgres_url, clock=clock)
+    engine = create_async_engine(postgres_url)
+    try:
+        q = store.queue
+        run_id = await q.create_run(RunTrigger.SCHEDULE)
+        await q.enqueue(copy_jobs(2), run_id)
+        await q.close_run(run_id)
+        first, second = await q.claim("w", limit=2)
+        async with engine.connect() as a, engine.connect() as b:
+            await _end_job(a, first.id, clock.now)
+            await _end_job(b, second.id, clock.now)
+            await complete_runs(a, {run_id}, clock.now)
+            waiting = asyncio.create_task(complete_runs(b, {run_id}, clock.now))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()  # b waits for a's lock on the run
+            await a.commit()
+            await asyncio.wait_for(waiting, timeout=10)
+            await b.commit()
+        run = await get_run(q, run_id)
+        assert (run.status, run.jobs_succeeded) == (RunStatus.SUCCEEDED, 2)
+    finally:
+        await engine.dispose()
+        await store.close()
+
+
+async def _end_job(conn: AsyncConnection, job_id: int, now: float) -> None:
+    """What recording a success does to the job row, inside a transaction left open."""
+    await conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id)
+        .values(state=JobState.SUCCEEDED.value, finished_at=now, outcome="copied")
+    )
