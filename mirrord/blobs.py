@@ -193,7 +193,7 @@ class BlobService:
                 origin = source.origin
                 self.observer.digest_mismatch(origin.registry if origin else "local")
                 integrity_failures += 1
-                if integrity_failures > 1:
+                if integrity_failures > 1 or attempt == BLOB_RETRY.attempts:
                     raise
             except MirrordError as exc:
                 if not exc.transient or attempt == BLOB_RETRY.attempts:

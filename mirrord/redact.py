@@ -20,7 +20,14 @@ _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
 
 def redact_url(url: URL | str) -> str:
     """A URL safe to print: no userinfo, non-protocol query values replaced."""
-    parsed = url if isinstance(url, URL) else URL(url, encoded=True)
+    try:
+        parsed = url if isinstance(url, URL) else URL(url, encoded=True)
+        return _redacted(parsed)
+    except ValueError:  # not a URL yarl can read (`http://[::1`, a port > 65535)
+        return f"(unparsable URL {REDACTED})"
+
+
+def _redacted(parsed: URL) -> str:
     if parsed.user or parsed.password:
         parsed = parsed.with_user(None)
     if not parsed.query_string:

@@ -59,7 +59,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(min(int(value), 10**7))
     try:
         when = parsedate_to_datetime(value)
@@ -75,4 +75,4 @@ def parse_ratelimit(value: str | None) -> int | None:
     if not value:
         return None
     head = value.split(";", 1)[0].strip()
-    return int(head) if head.isdigit() else None
+    return int(head) if head.isascii() and head.isdigit() else None

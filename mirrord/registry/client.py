@@ -199,6 +199,7 @@ class RegistryClient:
         """Stream a blob's raw bytes: yields (Content-Length or -1, chunk iterator)."""
         path = f"/v2/{check_repository(repo)}/blobs/{_q(digest)}"
         what = f"blob {repo}@{digest}"
+        opened = False
         try:
             async with self.http.open(
                 "GET",
@@ -209,9 +210,12 @@ class RegistryClient:
                 headers={"Accept-Encoding": "identity"},
             ) as resp:
                 length = int(resp.headers.get("Content-Length") or -1)
+                opened = True
                 yield length, self._chunks(resp, what)
         except RegistryError as exc:
-            if exc.status == 404 and not isinstance(exc, BlobUnknown):
+            # Only this GET's own 404 means the blob is unknown here: an error raised by the
+            # caller while the blob streams (the destination's PUT, say) passes unchanged.
+            if not opened and exc.status == 404 and not isinstance(exc, BlobUnknown):
                 raise BlobUnknown(
                     str(exc), registry=exc.registry, status=404, codes=exc.codes
                 ) from None

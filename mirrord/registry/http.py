@@ -406,6 +406,10 @@ class RegistryHttp:
                 or not (body is None or isinstance(body, bytes))
             ):
                 return resp
+            if resp.url.origin() != base.origin():
+                # A 401 from where a redirect led (a CDN, storage): its challenge is not the
+                # registry's, and answering it would hand the registry's credentials to that host.
+                return resp
             scopes = self._learn_challenge(resp, scopes)
             resp.release()
         return resp
@@ -450,8 +454,11 @@ class RegistryHttp:
             self._observe_ratelimit(resp)
             if resp.status not in REDIRECT_STATUSES or "Location" not in resp.headers:
                 return resp
-            target = url.join(URL(resp.headers["Location"], encoded=True))
             resp.release()
+            try:
+                target = url.join(URL(resp.headers["Location"], encoded=True))
+            except ValueError:
+                raise RedirectRefused(f"{self.host}: {what}: redirect to an invalid URL") from None
             if forbidden_redirect(target, url):
                 raise RedirectRefused(
                     f"{self.host}: {what}: refused redirect to {redact_url(target)}"

@@ -117,6 +117,35 @@ def test_503_then_success_is_retried(
     assert_same_image(dest, "mirror/app", "v1", source.image, tmp_path)
 
 
+def test_an_upload_session_the_destination_forgot_is_started_again(
+    seed_corpus: SeedCorpus,
+    make_registry: MakeRegistry,
+    fault_proxy: MakeFaultProxy,
+    cli: Mirrord,
+    tmp_path: Path,
+) -> None:
+    """A 404 BLOB_UPLOAD_UNKNOWN on the PUT (the session expired while the blob waited for a
+    stream) is the destination's, and passing: a new session, not "the source lacks the blob"."""
+    source = seed_corpus("anonymous", "oci")
+    dest = make_registry("anonymous")
+    dest_proxy = fault_proxy(dest)
+    forgot = {"errors": [{"code": "BLOB_UPLOAD_UNKNOWN", "message": "blob upload unknown"}]}
+    dest_proxy.respond(
+        404, method="PUT", path=r"/blobs/uploads/", times=1, body=json.dumps(forgot).encode()
+    )
+
+    _copy_to(
+        cli,
+        docker_ref(source.registry, f"{CORPUS_REPO}:oci"),
+        source.registry,
+        dest_proxy,
+        "mirror/app:v1",
+    )
+
+    assert dest_proxy.count(status=404, method="PUT") == 1
+    assert_same_image(dest, "mirror/app", "v1", source.image, tmp_path)
+
+
 def test_connection_reset_mid_blob_is_retried_from_a_fresh_get(
     seed_corpus: SeedCorpus,
     make_registry: MakeRegistry,
@@ -263,6 +292,38 @@ def test_redirect_to_another_origin_drops_authorization(cli: Mirrord) -> None:
         ]
         (fetched,) = storage.requests()
         assert "Authorization" not in fetched.headers
+        assert creds.password not in result.output
+
+
+def test_a_401_where_a_redirect_led_never_gets_the_registry_s_credentials(cli: Mirrord) -> None:
+    """The redirect target answers 401 with a Bearer challenge whose realm it controls: mirrord
+    must not ask that realm for a token with the registry's password, nor adopt its challenge."""
+    creds = Credentials("mirror", f"canary-{secrets.token_hex(8)}")
+    with FakeServer() as storage, FakeServer() as fake:
+        challenge = f'Bearer realm="{storage.url}/token",service="cdn"'
+        storage.route(
+            "GET",
+            "/store/m",
+            json_handler(b"{}", status=401, headers={"WWW-Authenticate": challenge}),
+        )
+        storage.route("GET", "/token", json_handler(b'{"token": "minted-by-the-cdn"}'))
+        fake.route("GET", "/v2/", _basic_only(creds, _ok))
+        fake.route(
+            "GET",
+            "/v2/r/manifests/v1",
+            _basic_only(creds, redirect_handler(f"{storage.url}/store/m")),
+        )
+        result = cli(
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            creds.joined(),
+            f"docker://{fake.host}/r:v1",
+        )
+        assert result.returncode != 0, result.describe()
+        assert storage.requests(r"/token") == []
+        assert all("Authorization" not in seen.headers for seen in storage.requests())
         assert creds.password not in result.output
 
 

@@ -125,3 +125,16 @@ def test_signed_query_strings_never_reach_messages() -> None:
     assert "pw" not in safe
     assert "digest=sha256:1" in safe
     assert "Bearer REDACTED" in redact_text("header was Bearer eyJhbGciOiJSUzI1NiJ9.payload.sig")
+
+
+@pytest.mark.parametrize("value", ["²", "١٢", "3²"])
+def test_non_ascii_digits_in_rate_limit_headers_are_ignored_not_a_crash(value: str) -> None:
+    assert parse_retry_after(value) is None
+    assert parse_ratelimit(f"{value};w=21600") is None
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "https://host:99999/x?token=s3cret"])
+def test_redacting_text_with_an_unparsable_url_never_raises_nor_shows_it(url: str) -> None:
+    text = redact_text(f"registry said: see {url} for details")
+    assert text.startswith("registry said: see ")
+    assert "s3cret" not in text
