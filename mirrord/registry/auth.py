@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -117,10 +118,19 @@ def _safe(url: URL) -> str:
 
 
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a literal host names, in every spelling the resolver accepts: `127.1`,
+    `2130706433` and `0x7f000001` are 127.0.0.1 to getaddrinfo, `::ffff:169.254.169.254` is
+    169.254.169.254."""
     try:
-        return ipaddress.ip_address(host.strip("[]"))
+        ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        return None
+        try:  # inet_aton takes the short, decimal, octal and hex forms of IPv4
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 def is_local_host(host: str) -> bool:

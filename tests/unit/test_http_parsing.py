@@ -138,3 +138,17 @@ def test_redacting_text_with_an_unparsable_url_never_raises_nor_shows_it(url: st
     text = redact_text(f"registry said: see {url} for details")
     assert text.startswith("registry said: see ")
     assert "s3cret" not in text
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["2852039166", "0xa9fea9fe", "169.254.43518", "[::ffff:169.254.169.254]", "0", "127.1"],
+)
+def test_other_spellings_of_forbidden_addresses_are_refused(host: str) -> None:
+    """getaddrinfo reads these as 169.254.169.254, 0.0.0.0 or 127.0.0.1 (the cloud metadata
+    service, this machine): a remote registry may not send us there by redirect or realm."""
+    origin = URL("http://registry.example/v2/x")
+    assert forbidden_redirect(URL(f"http://{host}/latest/meta-data/"), origin)
+    with pytest.raises(RedirectRefused):
+        check_realm(f"http://{host}/token", origin)
+    assert not forbidden_redirect(URL("http://10.1.2.3/blob"), origin)
