@@ -319,6 +319,10 @@ class WorkerPool:
             wake.cancel()
 
     def _start(self, job: Job) -> None:
+        if job.id in self.running:
+            # Our own lease ran out (renewals late) and our own claim took the job back: the
+            # attempt already running here carries on; a second one would run beside it.
+            return
         task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
         self.running[job.id] = task
         task.add_done_callback(lambda _: self._finished(job.id))
