@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from mirrord.manifests import ACCEPT, MAX_MANIFEST_SIZE, compute_digest
 from mirrord.refs import check_digest, check_repository, check_tag, is_digest, is_tag
 from mirrord.registry.auth import Scopes, scope_for
 from mirrord.registry.http import RegistryHttp, mapped_errors, read_capped
+
+log = logging.getLogger(__name__)
 
 TAG_PAGE_SIZE = 1000
 MAX_TAG_PAGES = 10_000
@@ -244,8 +247,15 @@ class RegistryClient:
                     "mount",
                 )
             except MirrordError as exc:
-                if exc.transient:
-                    raise
+                # Whatever went wrong with the mount (refused, 5xx after retries, a registry
+                # that errors on `mount=`), a plain upload may still work: try it.
+                log.info(
+                    "%s: mount of %s from %s failed (%s); uploading",
+                    self.host,
+                    digest,
+                    mount_from,
+                    exc,
+                )
         return await self._post_upload(base, repo, _push(repo), "upload")
 
     async def _post_upload(

@@ -25,6 +25,7 @@ from mirrord.manifests import Descriptor
 from mirrord.registry.client import RegistryClient
 from mirrord.registry.http import RegistryHttp
 from mirrord.registry.options import RegistryOptions, TLSMode
+from mirrord.retry import BackoffPolicy
 from mirrord.transports.base import BlobOutcome
 from mirrord.transports.docker import RegistrySource
 from tests.harness.faultproxy import FaultProxy, MakeFaultProxy
@@ -202,6 +203,45 @@ async def test_refused_mount_becomes_an_upload_through_the_same_session(
     assert proxy.count(method="PATCH") == 0
     assert dest.blob_path(digest).exists()
     assert await index.mount_candidates(proxy.host, digest, "mirror/app", 3) == []
+
+
+async def test_a_mount_that_keeps_failing_becomes_a_plain_upload(
+    seed_corpus: SeedCorpus, make_registry: MakeRegistry, fault_proxy: MakeFaultProxy
+) -> None:
+    """Some registries answer `?mount=` with 5xx: after the request's retries the blob is
+    uploaded with a plain POST, not given up on (nor mounted again and again)."""
+    source = seed_corpus("anonymous", "oci")
+    dest = make_registry("anonymous")
+    proxy = fault_proxy(dest)
+    digest = max(source.image.blobs, key=lambda d: source.image.blobs[d])
+    desc = Descriptor(
+        "application/vnd.oci.image.layer.v1.tar+gzip", digest, source.image.blobs[digest]
+    )
+    plain = RegistryOptions(tls=TLSMode.PLAIN_HTTP)
+    fast = BackoffPolicy(base=0.01, cap=0.01, attempts=3)
+    src_client = RegistryClient(RegistryHttp(source.registry.host, plain))
+    dst_client = RegistryClient(RegistryHttp(proxy.host, plain, role="destination", backoff=fast))
+    index = MemoryBlobIndex()
+    await index.record(proxy.host, "elsewhere/app", digest, desc.size, "upload")
+    proxy.respond(500, method="POST", path=r"/blobs/uploads/", times=3)  # every mount attempt
+    service = BlobService(index, asyncio.Semaphore(1))
+    try:
+        outcome = await service.ensure(
+            dst_client, "mirror/app", desc, RegistrySource(src_client, CORPUS_REPO), lambda n: None
+        )
+    finally:
+        await src_client.close()
+        await dst_client.close()
+
+    assert outcome is BlobOutcome.UPLOADED
+    posts = proxy.records(method="POST", path=r"/blobs/uploads/")
+    assert [(p.query.startswith("mount="), p.status) for p in posts] == [
+        (True, 500),
+        (True, 500),
+        (True, 500),
+        (False, 202),
+    ]
+    assert dest.blob_path(digest).exists()
 
 
 # ------------------------------------------------------------------------------------------
