@@ -23,11 +23,13 @@ from mirrord.errors import (
     InvalidManifest,
     ManifestUnknown,
     MirrordError,
+    RedirectRefused,
     RegistryError,
 )
 from mirrord.manifests import ACCEPT, MAX_MANIFEST_SIZE, compute_digest
+from mirrord.redact import redact_url
 from mirrord.refs import check_digest, check_repository, check_tag, is_digest, is_tag
-from mirrord.registry.auth import Scopes, scope_for
+from mirrord.registry.auth import Scopes, forbidden_redirect, scope_for
 from mirrord.registry.http import RegistryHttp, mapped_errors, read_capped
 
 log = logging.getLogger(__name__)
@@ -278,7 +280,17 @@ class RegistryClient:
                 raise RegistryError(
                     f"{self.host}: upload to {repo}: 202 without Location", registry=self.host
                 )
-            return UploadSession(resp.url.join(URL(location, encoded=True)), repo)
+            try:
+                target = resp.url.join(URL(location, encoded=True))
+            except ValueError:
+                target = None
+            if target is None or forbidden_redirect(target, resp.url):
+                # The blob's bytes go wherever Location says: never in clear text from an
+                # https registry, never to this machine or a link-local (metadata) address.
+                raise RedirectRefused(
+                    f"{self.host}: upload to {repo}: refused upload location {redact_url(location)}"
+                )
+            return UploadSession(target, repo)
 
     async def finish_upload(
         self, session: UploadSession, digest: str, size: int, body: bytes | AsyncIterable[bytes]

@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 
 from mirrord.blobs import BlobService, MemoryBlobIndex
+from mirrord.errors import RedirectRefused
 from mirrord.manifests import Descriptor
 from mirrord.registry.client import RegistryClient
 from mirrord.registry.http import RegistryHttp
@@ -386,6 +387,30 @@ def test_https_to_http_redirect_is_refused(cli: Mirrord, pki: Pki) -> None:
         line = result.error_line()
         assert "redirect" in line
         assert fake.host in line
+        assert plain.seen == []
+
+
+async def test_an_upload_location_in_clear_text_from_an_https_registry_is_refused(
+    pki: Pki,
+) -> None:
+    cert = pki.server_cert("fake-https")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert.cert), str(cert.key))
+    with FakeServer() as plain, FakeServer(ssl_context=context) as fake:
+        fake.route("GET", "/v2/", _ok)
+        fake.route(
+            "POST",
+            "/v2/r/blobs/uploads/",
+            json_handler(b"", status=202, headers={"Location": f"{plain.url}/up?_state=s3cret"}),
+        )
+        options = RegistryOptions(cert_dir=pki.certs_d("fake-https"))
+        client = RegistryClient(RegistryHttp(fake.host, options, role="destination"))
+        try:
+            with pytest.raises(RedirectRefused, match="refused upload location") as refused:
+                await client.start_upload("r", "sha256:" + "0" * 64)
+        finally:
+            await client.close()
+        assert "s3cret" not in str(refused.value)
         assert plain.seen == []
 
 
