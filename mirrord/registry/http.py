@@ -547,7 +547,7 @@ class RegistryHttp:
             headers["Authorization"] = basic_header(creds.username, creds.password.reveal())
         with mapped_errors(realm.host or self.host, "token request"):
             async with self.session.get(
-                realm.with_query(query),
+                realm.extend_query(query),  # a realm may carry a query of its own
                 headers=headers,
                 allow_redirects=False,
                 ssl=self._ssl_for(realm),

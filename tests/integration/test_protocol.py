@@ -462,3 +462,30 @@ def test_429_on_a_streamed_blob_upload_is_retried_with_a_fresh_session(
     # The refused PUT's session is not reused: one more POST than blobs.
     assert proxy.count(method="POST", path=r"/blobs/uploads/") == len(source.image.blobs) + 1
     assert_same_image(dest, "mirror/app", "v1", source.image, tmp_path)
+
+
+def test_a_token_realm_keeps_its_own_query(cli: Mirrord) -> None:
+    with FakeServer() as fake:
+        challenge = f'Bearer realm="{fake.url}/token?tenant=7",service="fake"'
+
+        async def registry(request: web.Request) -> web.StreamResponse:
+            if request.headers.get("Authorization") != "Bearer t0ken-of-tenant-7":
+                return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+            if request.path == "/v2/":
+                return web.Response(status=200)
+            return web.Response(body=MANIFEST, headers={"Content-Type": OCI_MANIFEST})
+
+        async def token(request: web.Request) -> web.StreamResponse:
+            if request.query.get("tenant") != "7":
+                return web.Response(status=400)
+            return web.json_response({"token": "t0ken-of-tenant-7"})
+
+        fake.route("GET", "/v2/", registry)
+        fake.route("GET", "/v2/r/manifests/v1", registry)
+        fake.route("GET", "/token", token)
+        result = cli("inspect", "--raw", "--tls-verify=false", f"docker://{fake.host}/r:v1").ok()
+        assert result.stdout_bytes == MANIFEST
+        asked = [seen.path_qs for seen in fake.requests(r"^/token")]
+        assert asked
+        assert all("tenant=7" in query for query in asked)
+        assert all("service=fake" in query for query in asked)
