@@ -10,6 +10,7 @@ same run. A tick that finds a key already queued does nothing for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from mirrord.config.daemon import MirrorConfig, ScheduleSpec
 from mirrord.errors import ConfigError
 from mirrord.model import CopyRequest
 from mirrord.plan import RepoSelection, copies_for, merge
-from mirrord.store import Job, NewJob, RunTrigger, Store
+from mirrord.store import Job, NewJob, RunStatus, RunTrigger, Store
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,20 @@ async def enqueue_run(
 ) -> int:
     """Create a run, enqueue its jobs, and close it to further planning."""
     run_id = await store.queue.create_run(trigger)
-    listing, copies = initial_jobs(config)
-    listed = await store.queue.enqueue(listing, run_id, priority=max(priority, LIST_PRIORITY))
-    direct = await store.queue.enqueue(copies, run_id, priority=priority)
-    await store.queue.close_run(run_id)
+    try:
+        listing, copies = initial_jobs(config)
+        listed = await store.queue.enqueue(listing, run_id, priority=max(priority, LIST_PRIORITY))
+        direct = await store.queue.enqueue(copies, run_id, priority=priority)
+        await store.queue.close_run(run_id)
+    except BaseException as exc:
+        # A run left open would show as running forever and never be pruned: end it now (if
+        # the database lets us; the error that stopped planning is the one that matters).
+        status = (
+            RunStatus.CANCELLED if isinstance(exc, asyncio.CancelledError) else RunStatus.FAILED
+        )
+        with contextlib.suppress(Exception):
+            await store.queue.finish_run(run_id, status)
+        raise
     log.info(
         "run %d (%s): %d listing job(s), %d copy job(s) enqueued, %d already queued",
         run_id,

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import NoReturn, cast
 
+import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+from mirrord import scheduler
+from mirrord.config.daemon import MirrorConfig
+from mirrord.errors import StoreError
 from mirrord.store import JobState, RunStatus, RunTrigger, Store
 from mirrord.store.models import jobs
 from mirrord.store.runs import complete_runs
@@ -223,3 +228,17 @@ async def _end_job(conn: AsyncConnection, job_id: int, now: float) -> None:
         .where(jobs.c.id == job_id)
         .values(state=JobState.SUCCEEDED.value, finished_at=now, outcome="copied")
     )
+
+
+async def test_a_run_whose_planning_fails_is_ended_not_left_running(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(config: MirrorConfig) -> NoReturn:
+        raise StoreError("database error while enqueueing jobs: disk I/O error")
+
+    monkeypatch.setattr(scheduler, "initial_jobs", broken)
+    with pytest.raises(StoreError, match="disk I/O error"):
+        await scheduler.enqueue_run(store, cast(MirrorConfig, None), RunTrigger.SCHEDULE)
+    (run,) = await store.queue.runs()
+    assert run.status is RunStatus.FAILED
+    assert run.finished_at is not None
