@@ -26,7 +26,7 @@ from mirrord.manifests import Descriptor
 from mirrord.registry.client import RegistryClient
 from mirrord.registry.http import RegistryHttp
 from mirrord.registry.options import RegistryOptions, TLSMode
-from mirrord.retry import BackoffPolicy
+from mirrord.retry import REQUEST_BACKOFF, BackoffPolicy
 from mirrord.transports.base import BlobOutcome
 from mirrord.transports.docker import RegistrySource
 from tests.harness.faultproxy import FaultProxy, MakeFaultProxy
@@ -34,6 +34,7 @@ from tests.harness.pki import Pki
 from tests.harness.registry import Credentials, MakeRegistry, RegistryServer
 from tests.integration.conftest import CORPUS_REPO, SeedCorpus
 from tests.integration.support import (
+    CliResult,
     FakeServer,
     Handler,
     Mirrord,
@@ -171,6 +172,29 @@ def test_connection_reset_mid_blob_is_retried_from_a_fresh_get(
     assert_same_image(dest, "mirror/app", "v1", source.image, tmp_path)
 
 
+async def _ensure_blob(
+    source: RegistryServer,
+    dest: FaultProxy,
+    digest: str,
+    size: int,
+    index: MemoryBlobIndex,
+    backoff: BackoffPolicy = REQUEST_BACKOFF,
+) -> BlobOutcome:
+    """Place one blob of `source`'s corpus image into `mirror/app` at `dest`, as a job would."""
+    desc = Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", digest, size)
+    plain = RegistryOptions(tls=TLSMode.PLAIN_HTTP)
+    src_client = RegistryClient(RegistryHttp(source.host, plain))
+    dst_client = RegistryClient(RegistryHttp(dest.host, plain, role="destination", backoff=backoff))
+    service = BlobService(index, asyncio.Semaphore(1))
+    try:
+        return await service.ensure(
+            dst_client, "mirror/app", desc, RegistrySource(src_client, CORPUS_REPO), lambda n: None
+        )
+    finally:
+        await src_client.close()
+        await dst_client.close()
+
+
 async def test_refused_mount_becomes_an_upload_through_the_same_session(
     seed_corpus: SeedCorpus, make_registry: MakeRegistry, fault_proxy: MakeFaultProxy
 ) -> None:
@@ -178,23 +202,11 @@ async def test_refused_mount_becomes_an_upload_through_the_same_session(
     dest = make_registry("anonymous")
     proxy = fault_proxy(dest)
     digest = max(source.image.blobs, key=lambda d: source.image.blobs[d])
-    desc = Descriptor(
-        "application/vnd.oci.image.layer.v1.tar+gzip", digest, source.image.blobs[digest]
-    )
-    plain = RegistryOptions(tls=TLSMode.PLAIN_HTTP)
-    src_client = RegistryClient(RegistryHttp(source.registry.host, plain))
-    dst_client = RegistryClient(RegistryHttp(proxy.host, plain, role="destination"))
     index = MemoryBlobIndex()
     # The index believes another repository of the destination has the blob; it does not.
-    await index.record(proxy.host, "elsewhere/stale", digest, desc.size, "upload")
-    service = BlobService(index, asyncio.Semaphore(1))
-    try:
-        outcome = await service.ensure(
-            dst_client, "mirror/app", desc, RegistrySource(src_client, CORPUS_REPO), lambda n: None
-        )
-    finally:
-        await src_client.close()
-        await dst_client.close()
+    await index.record(proxy.host, "elsewhere/stale", digest, source.image.blobs[digest], "upload")
+
+    outcome = await _ensure_blob(source.registry, proxy, digest, source.image.blobs[digest], index)
 
     assert outcome is BlobOutcome.UPLOADED
     posts = proxy.records(method="POST", path=r"/blobs/uploads/")
@@ -215,24 +227,14 @@ async def test_a_mount_that_keeps_failing_becomes_a_plain_upload(
     dest = make_registry("anonymous")
     proxy = fault_proxy(dest)
     digest = max(source.image.blobs, key=lambda d: source.image.blobs[d])
-    desc = Descriptor(
-        "application/vnd.oci.image.layer.v1.tar+gzip", digest, source.image.blobs[digest]
-    )
-    plain = RegistryOptions(tls=TLSMode.PLAIN_HTTP)
-    fast = BackoffPolicy(base=0.01, cap=0.01, attempts=3)
-    src_client = RegistryClient(RegistryHttp(source.registry.host, plain))
-    dst_client = RegistryClient(RegistryHttp(proxy.host, plain, role="destination", backoff=fast))
     index = MemoryBlobIndex()
-    await index.record(proxy.host, "elsewhere/app", digest, desc.size, "upload")
+    await index.record(proxy.host, "elsewhere/app", digest, source.image.blobs[digest], "upload")
     proxy.respond(500, method="POST", path=r"/blobs/uploads/", times=3)  # every mount attempt
-    service = BlobService(index, asyncio.Semaphore(1))
-    try:
-        outcome = await service.ensure(
-            dst_client, "mirror/app", desc, RegistrySource(src_client, CORPUS_REPO), lambda n: None
-        )
-    finally:
-        await src_client.close()
-        await dst_client.close()
+    fast = BackoffPolicy(base=0.01, cap=0.01, attempts=3)
+
+    outcome = await _ensure_blob(
+        source.registry, proxy, digest, source.image.blobs[digest], index, fast
+    )
 
     assert outcome is BlobOutcome.UPLOADED
     posts = proxy.records(method="POST", path=r"/blobs/uploads/")
@@ -309,24 +311,27 @@ def _basic_only(creds: Credentials, then: Handler) -> Handler:
     return handle
 
 
+def _inspect_redirected(
+    cli: Mirrord, creds: Credentials, fake: FakeServer, target: str
+) -> CliResult:
+    """`mirrord inspect` of `r:v1` at `fake`, a Basic-auth registry redirecting it to `target`."""
+    fake.route("GET", "/v2/", _basic_only(creds, _ok))
+    fake.route("GET", "/v2/r/manifests/v1", _basic_only(creds, redirect_handler(target)))
+    return cli(
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        creds.joined(),
+        f"docker://{fake.host}/r:v1",
+    )
+
+
 def test_redirect_to_another_origin_drops_authorization(cli: Mirrord) -> None:
     creds = Credentials("mirror", f"canary-{secrets.token_hex(8)}")
     with FakeServer() as storage, FakeServer() as fake:
         storage.route("GET", "/store/m", json_handler(MANIFEST, content_type=OCI_MANIFEST))
-        fake.route("GET", "/v2/", _basic_only(creds, _ok))
-        fake.route(
-            "GET",
-            "/v2/r/manifests/v1",
-            _basic_only(creds, redirect_handler(f"{storage.url}/store/m")),
-        )
-        result = cli(
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            "--creds",
-            creds.joined(),
-            f"docker://{fake.host}/r:v1",
-        ).ok()
+        result = _inspect_redirected(cli, creds, fake, f"{storage.url}/store/m").ok()
         assert result.stdout_bytes == MANIFEST
         assert [s.headers.get("Authorization") for s in fake.requests(r"/manifests/")] == [
             creds.basic_auth()
@@ -348,20 +353,7 @@ def test_a_401_where_a_redirect_led_never_gets_the_registry_s_credentials(cli: M
             json_handler(b"{}", status=401, headers={"WWW-Authenticate": challenge}),
         )
         storage.route("GET", "/token", json_handler(b'{"token": "minted-by-the-cdn"}'))
-        fake.route("GET", "/v2/", _basic_only(creds, _ok))
-        fake.route(
-            "GET",
-            "/v2/r/manifests/v1",
-            _basic_only(creds, redirect_handler(f"{storage.url}/store/m")),
-        )
-        result = cli(
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            "--creds",
-            creds.joined(),
-            f"docker://{fake.host}/r:v1",
-        )
+        result = _inspect_redirected(cli, creds, fake, f"{storage.url}/store/m")
         assert result.returncode != 0, result.describe()
         assert storage.requests(r"/token") == []
         assert all("Authorization" not in seen.headers for seen in storage.requests())
