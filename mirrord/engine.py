@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,7 +30,9 @@ class StoreBlobIndex:
     """The persistent blob-location index as `BlobService` sees it: read through, write behind.
 
     The first question about a digest loads every location of it on that registry; later
-    questions are answered from memory. The digests asked about while a load runs (every job
+    questions are answered from memory, and an entry older than the TTL counts as unknown (a
+    HEAD or a mount checks it again). A failed read leaves its digests unknown until the next
+    question: those blobs are decided by HEAD, not failed. The digests asked about while a load runs (every job
     starting its blobs at once) are loaded together by the next query, so one lookup at a time
     reaches the database and a burst of lookups waits for one or two queries, not for a
     connection each. New locations are written in batches in the background (the index is a
@@ -46,6 +47,7 @@ class StoreBlobIndex:
     def __init__(self, blobs: StoreBlobs, ttl: float = INDEX_TTL) -> None:
         self._blobs = blobs
         self._ttl = ttl
+        self._clock = blobs.clock
         self._known: dict[tuple[str, str], dict[str, BlobLocation]] = {}
         self._loading: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._wanted: dict[str, list[str]] = {}  # registry -> digests not yet asked for
@@ -54,16 +56,19 @@ class StoreBlobIndex:
         self._writer: asyncio.Task[None] | None = None
 
     async def _locations(self, registry: str, digest: str) -> dict[str, BlobLocation]:
+        """The fresh locations of `digest` on `registry` (entries older than the TTL are left
+        out: a long-running daemon checks those again with a HEAD or a mount)."""
         key = (registry, digest)
         if key not in self._known:
             if len(self._known) > self.MAX_CACHED:
                 self._known.clear()
             await asyncio.shield(self._loading.get(key) or self._want(key))
-        return self._known.get(key, {})
+        known = self._known.get(key, {})
+        oldest = self._clock() - self._ttl
+        return {repo: loc for repo, loc in known.items() if loc.verified_at >= oldest}
 
     def _want(self, key: tuple[str, str]) -> asyncio.Future[None]:
         loaded = self._loading[key] = asyncio.get_running_loop().create_future()
-        loaded.add_done_callback(_retrieve)
         self._wanted.setdefault(key[0], []).append(key[1])
         if self._loader is None or self._loader.done():
             self._loader = asyncio.create_task(self._load_wanted(), name="blob-index-load")
@@ -90,9 +95,10 @@ class StoreBlobIndex:
         keys = [(registry, digest) for digest in digests]
         try:
             found = await self._blobs.locations(registry, digests, max_age=self._ttl)
-        except Exception as exc:
+        except Exception as exc:  # a hint missing, not data: these blobs are decided by HEAD
+            log.warning("reading the blob index failed, checking the registry instead: %s", exc)
             for key in keys:
-                self._loading.pop(key).set_exception(exc)
+                self._loading.pop(key).set_result(None)
             return
         for key in keys:
             self._known.setdefault(key, {})
@@ -113,7 +119,7 @@ class StoreBlobIndex:
 
     async def record(self, registry: str, repo: str, digest: str, size: int, source: str) -> None:
         location = BlobLocation(
-            registry, repo, digest, size, BlobState.PRESENT, BlobSource(source), time.time()
+            registry, repo, digest, size, BlobState.PRESENT, BlobSource(source), self._clock()
         )
         self._known.setdefault((registry, digest), {})[repo] = location
         self._pending.append(BlobRecord(registry, repo, digest, size, BlobSource(source)))
@@ -137,12 +143,6 @@ class StoreBlobIndex:
         """Write what is pending now (at shutdown)."""
         while self._writer is not None and not self._writer.done():
             await asyncio.shield(self._writer)
-
-
-def _retrieve(loaded: asyncio.Future[None]) -> None:
-    """A failed load is reported to whoever waits; with nobody left waiting, it is dropped."""
-    if not loaded.cancelled():
-        loaded.exception()
 
 
 @dataclass(frozen=True, slots=True)

@@ -255,3 +255,8 @@ class Component:
     def __init__(self, db: Database, clock: Clock = time.time) -> None:
         self._db = db
         self._clock = clock
+
+    @property
+    def clock(self) -> Clock:
+        """The time the store records (a test's fake clock, or `time.time`)."""
+        return self._clock
