@@ -17,7 +17,7 @@ from mirrord.engine import Engine, EngineLimits
 from mirrord.registry.events import Observer
 from mirrord.runner import JobRunner
 from mirrord.scheduler import enqueue_run
-from mirrord.store import Job, RunStatus, RunSummary, RunTrigger, Store
+from mirrord.store import Job, JobState, RunStatus, RunSummary, RunTrigger, Store
 from mirrord.transports.docker import OptionsFor
 from mirrord.worker import FanOut, JobEvents, JobLog, WorkerPool, pool_settings
 
@@ -31,7 +31,18 @@ class OneShotResult:
 
     @property
     def ok(self) -> bool:
-        return self.summary.run.status is RunStatus.SUCCEEDED
+        """Every key the run planned ended in a success (exit 0 promises that)."""
+        return self.summary.run.status is RunStatus.SUCCEEDED and not self.cancelled
+
+    @property
+    def cancelled(self) -> tuple[Job, ...]:
+        """Jobs cancelled (by an operator, or superseded by a job of another run) whose key no
+        job of this run copied: the run did not do that work. A job superseded by a sibling
+        of the same run is not among them; the sibling's result counts."""
+        done = {job.key for job in self.jobs if job.state is JobState.SUCCEEDED}
+        return tuple(
+            job for job in self.jobs if job.state is JobState.CANCELLED and job.key not in done
+        )
 
 
 class Background:

@@ -11,7 +11,7 @@ import click
 
 from mirrord.oneshot import OneShotResult
 from mirrord.registry.events import Observer
-from mirrord.store import Job, JobKind, JobState
+from mirrord.store import Job, JobKind, JobState, RunStatus
 from mirrord.units import human_bytes
 from mirrord.worker import JobEvents, JobOutcome
 
@@ -109,9 +109,12 @@ class SyncProgress(Observer, JobEvents):
             self._live.stop()
         run = result.summary.run
         elapsed = time.monotonic() - self.started_at
-        click.echo(
-            f"Run {run.id} {run.status.value}: {self._line()} in {elapsed:.1f}s",
-            err=True,
-        )
-        for job in result.summary.failed:
-            click.echo(f"  failed: {job.key}: {job.reason}: {job.error}", err=True)
+        status = run.status.value
+        if run.status is RunStatus.SUCCEEDED and not result.ok:
+            status = "incomplete"  # nothing failed, but some work was cancelled
+        line = self._line() + (f", {len(result.cancelled)} cancelled" if result.cancelled else "")
+        click.echo(f"Run {run.id} {status}: {line} in {elapsed:.1f}s", err=True)
+        for failed in result.summary.failed:
+            click.echo(f"  failed: {failed.key}: {failed.reason}: {failed.error}", err=True)
+        for job in result.cancelled:
+            click.echo(f"  cancelled: {job.key}: {job.reason}", err=True)

@@ -119,3 +119,26 @@ def test_status_and_cancel_work_against_the_database_of_a_running_daemon(
     assert env.api("/api/status")["queue"]["cancelled"] == 1
     env.signal(signal.SIGTERM)
     assert env.wait() == 0
+
+
+def test_a_job_cancelled_by_an_operator_makes_the_sync_exit_3_naming_it(
+    daemon_env: tuple[DaemonEnv, FaultProxy, FaultProxy], corpus: Corpus
+) -> None:
+    env, _, dst_proxy = daemon_env
+    dst_proxy.stall(method="PUT", path=r"/manifests/", seconds=30)
+    env.write_config(env.skopeo_source({REPOS[2]: ["v0.0.0"]}))
+    nightly = subprocess.Popen(
+        [sys.executable, "-m", "mirrord", "sync", "--config", str(env.config)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: env.states().get(JobState.RUNNING, 0) == 1)
+        [running] = [j for j in env.jobs() if j.state is JobState.RUNNING]
+        assert env.mirrord("cancel", str(running.id)).returncode == 0
+        _, stderr = nightly.communicate(timeout=120)
+    finally:
+        nightly.kill()
+    assert nightly.returncode == 3, stderr  # not "every job succeeded"
+    assert f"cancelled: {running.key}: cancelled" in stderr
+    assert "1 cancelled" in stderr
