@@ -24,13 +24,18 @@ VERSION = 1
 FORMATS = ("registry-storage", "oci", "docker-archive")
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class BundleImage:
     """An image in a bundle: repository, tag (None when it is held by digest only), digest."""
 
     repository: str
     tag: str | None
     digest: str
+
+    @property
+    def order(self) -> tuple[str, str, str]:
+        """Sort key: by repository, then tag (digest-only images first)."""
+        return (self.repository, self.tag or "", self.digest)
 
     @property
     def name(self) -> str:
@@ -74,7 +79,7 @@ class BundleInfo:
                 "format": self.format,
                 "created": self.created,
                 "source": self.source,
-                "images": [i.to_json() for i in sorted(self.images)],
+                "images": [i.to_json() for i in sorted(self.images, key=lambda image: image.order)],
                 "blobs": sorted(self.blobs),
                 "base": sorted(self.base),
             }

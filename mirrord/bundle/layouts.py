@@ -30,13 +30,18 @@ from mirrord.transports.regstorage import V2, RegistryStorage
 MAX_INFO = 256 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """An image of a bundle and the reference that reads it from the bundle's source."""
 
     repository: str
     tag: str | None
     reference: str
+
+    @property
+    def order(self) -> tuple[str, str, str]:
+        """Sort key: by repository, then tag (digest-only images first)."""
+        return (self.repository, self.tag or "", self.reference)
 
     @property
     def name(self) -> str:
@@ -80,7 +85,7 @@ def _from_info(info: BundleInfo, reference: str) -> list[Entry]:
         else:
             ref = image.tag
         entries.append(Entry(image.repository, image.tag, ref))
-    return sorted(entries)
+    return sorted(entries, key=lambda image: image.order)
 
 
 def _split_name(name: str) -> tuple[str, str]:
@@ -136,7 +141,9 @@ class OciBundle:
     def entries(self) -> list[Entry]:
         if self.info is not None:
             return _from_info(self.info, "name")
-        return sorted(Entry(*_split_name(n), n) for n in self.layout.names())
+        return sorted(
+            (Entry(*_split_name(n), n) for n in self.layout.names()), key=lambda image: image.order
+        )
 
     def source(self, entry: Entry) -> ImageSource:
         return self._source
@@ -166,7 +173,7 @@ class ArchiveBundle:
         if self.info is not None:
             return _from_info(self.info, "name")
         names = ArchiveSource(self.reader).names()
-        return sorted(Entry(*_split_name(n), n) for n in names)
+        return sorted((Entry(*_split_name(n), n) for n in names), key=lambda image: image.order)
 
     def source(self, entry: Entry) -> ImageSource:
         return ArchiveSource(self.reader, entry.reference)

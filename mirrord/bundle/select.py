@@ -32,7 +32,7 @@ LIST_SUFFIXES = (".txt", ".list")
 _CONNECTION_KEYS = ("tls", "tls-verify", "cert-dir", "credentials")
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class ExportItem:
     """One image to export: its name in the bundle and where it is in the pool."""
 
@@ -40,6 +40,11 @@ class ExportItem:
     tag: str | None  # None: carried by digest only
     pool_repository: str
     pool_reference: str  # tag or digest
+
+    @property
+    def order(self) -> tuple[str, str, str]:
+        """Sort key: by repository, then tag (digest-only images first)."""
+        return (self.repository, self.tag or "", self.pool_reference)
 
     @property
     def name(self) -> str:
@@ -132,7 +137,7 @@ def plan_export(
                 conflicts.append(f"{item.name}: selected twice; exporting {first.pool_reference}")
     for conflict in conflicts:
         log.warning("%s", conflict)
-    return tuple(sorted(items.values())), tuple(conflicts)
+    return tuple(sorted(items.values(), key=lambda item: item.order)), tuple(conflicts)
 
 
 def _item(pool_repo: str, tag: str | None, digest: str | None, prefix: str) -> ExportItem:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.bundle.corpus import LIST_V1, Corpus, blob_files, mirrord, sha256
-from tests.harness.registry import RegistryServer
+from tests.harness.registry import MakeRegistry, RegistryServer
 from tests.harness.skopeo import inspect_raw, run_skopeo
 
 
@@ -119,6 +119,21 @@ def test_running_an_export_again_changes_nothing(corpus: Corpus, tmp_path: Path)
     after = {p: p.stat().st_mtime_ns for p in bundle.rglob("*") if p.is_file()}
     del before[bundle / "mirrord-bundle.json"], after[bundle / "mirrord-bundle.json"]
     assert after == before
+
+
+def test_a_repository_named_by_tag_and_by_digest_exports_and_imports_both(
+    corpus: Corpus, tmp_path: Path, make_registry: MakeRegistry
+) -> None:
+    pinned = sha256(corpus.raw("app/web:v1"))  # pinned by digest, and by tag too
+    names = ("app/web:v1", f"app/web@{pinned}")
+    bundle = tmp_path / "bundle"
+    result = mirrord("export", corpus.list_file(names), bundle, "--from", corpus.storage_pool)
+    assert result.exit_code == 0, result.output
+    target = make_registry()
+    imported = mirrord("import", bundle, f"docker://{target.host}", "--dest-tls-verify=false")
+    assert imported.exit_code == 0, imported.output
+    assert inspect_raw(target, "app/web:v1") == corpus.raw("app/web:v1")
+    assert inspect_raw(target, f"app/web@{pinned}") == corpus.raw("app/web:v1")
 
 
 def test_a_skopeo_sync_file_selects_what_skopeo_sync_put_in_the_pool(
