@@ -37,7 +37,8 @@ MAX_LINK = 256
 
 class RegistryStorage:
     """One storage root. `skip_data` names blobs another bundle already carries: their links
-    are written, their bytes are not (an incremental bundle)."""
+    are written, their bytes are not (an incremental bundle). Manifests are always written:
+    they are small, and an import reads them to push a tag the base did not have."""
 
     def __init__(
         self, fs: LocalRoot, *, skip_data: frozenset[str] = frozenset(), rehash: bool = False
@@ -160,8 +161,6 @@ class RegistryStorage:
         self.fs.write_bytes(path, data)
 
     def write_manifest_data(self, manifest: Manifest) -> None:
-        if manifest.digest in self.skip_data:
-            return
         path = self.blob_path(manifest.digest)
         if self.fs.stat_file(path) != manifest.size:
             self.fs.write_bytes(path, manifest.raw)
@@ -231,14 +230,14 @@ class StorageDestination:
         if digest is None:
             return None
         size = self.storage.fs.stat_file(self.storage.blob_path(digest))
-        if size is None and digest not in self.storage.skip_data:
+        if size is None:
             return None
-        return ManifestInfo(digest, "", size or 0)
+        return ManifestInfo(digest, "", size)
 
     async def has_manifest(self, digest: str) -> bool:
-        return self.storage.resolve(self.repo, digest) is not None and (
-            digest in self.storage.skip_data
-            or self.storage.fs.stat_file(self.storage.blob_path(digest)) is not None
+        return (
+            self.storage.resolve(self.repo, digest) is not None
+            and self.storage.fs.stat_file(self.storage.blob_path(digest)) is not None
         )
 
     async def ensure_blob(
