@@ -100,6 +100,8 @@ class BundleWriter(Protocol):
 
 
 def _write_info(fs: LocalRoot, info: BundleInfo) -> None:
+    if not fs.fresh:  # a re-run: what a killed run was writing is not part of the bundle
+        fs.remove_stale_temps()
     fs.sync()  # everything the description vouches for is durable before it exists
     LocalRoot(fs.root).write_bytes(fs.path(BUNDLE_FILE), info.to_bytes())
 

@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import itertools
 import os
+import re
 import stat
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXE
 # A hard link that fails for one of these reasons falls back to reflink, then to a copy.
 _PID = os.getpid()
 _TEMP_IDS = itertools.count()
+_TEMP_NAME = re.compile(r"\..+\.tmp-(\d+)-\d+")  # what _temp_name makes
 _NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES})
 
 
@@ -354,6 +356,17 @@ class LocalRoot:
         finally:
             os.close(fd)
 
+    def remove_stale_temps(self) -> int:
+        """Remove the temp files that writers which are gone left below the root (an export
+        killed mid-write); a live process's are kept. Returns how many were removed."""
+        removed = 0
+        for path in self.walk_files(self.root):
+            match = _TEMP_NAME.fullmatch(path.name)
+            if match and not _alive(int(match[1])):
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     def walk_files(self, directory: Path) -> Iterator[Path]:
         """Every regular file below `directory` (depth first, sorted); symlinks are refused."""
         for name in self.list_dir(directory):
@@ -439,3 +452,16 @@ def _syncfs(fd: int) -> int:
     except (OSError, AttributeError):
         return -1
     return result
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process `pid` exists (this one's own temps are done when this is asked)."""
+    if pid == _PID:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

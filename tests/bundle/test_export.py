@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,26 @@ def test_running_an_export_again_changes_nothing(corpus: Corpus, tmp_path: Path)
     after = {p: p.stat().st_mtime_ns for p in bundle.rglob("*") if p.is_file()}
     del before[bundle / "mirrord-bundle.json"], after[bundle / "mirrord-bundle.json"]
     assert after == before
+
+
+def test_a_re_run_after_a_killed_export_leaves_a_bundle_that_verifies(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    bundle, list_file = tmp_path / "bundle", corpus.list_file(("app/web:v1",))
+    mirrord("export", list_file, bundle, "--from", corpus.storage_pool)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid no process has any more: the killed export's
+    blob_dir = next(p.parent for p in bundle.rglob("data"))
+    half_written = blob_dir / f".data.tmp-{gone.pid}-1"
+    half_written.write_bytes(b"x" * 1000)
+    (bundle / "mirrord-bundle.json").unlink()  # the killed run never got there
+    assert mirrord("verify", bundle).exit_code == 1
+
+    result = mirrord("export", list_file, bundle, "--from", corpus.storage_pool)
+    assert result.exit_code == 0, result.output
+    assert not half_written.exists()
+    verified = mirrord("verify", bundle)
+    assert verified.exit_code == 0, verified.output
 
 
 def test_a_repository_named_by_tag_and_by_digest_exports_and_imports_both(
