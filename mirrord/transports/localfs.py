@@ -362,7 +362,7 @@ class LocalRoot:
         removed = 0
         for path in self.walk_files(self.root):
             match = _TEMP_NAME.fullmatch(path.name)
-            if match and not _alive(int(match[1])):
+            if match and not process_alive(int(match[1])):
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
@@ -454,8 +454,8 @@ def _syncfs(fd: int) -> int:
     return result
 
 
-def _alive(pid: int) -> bool:
-    """Whether a process `pid` exists (this one's own temps are done when this is asked)."""
+def process_alive(pid: int) -> bool:
+    """Whether another process `pid` exists (whether its temp files may still be written)."""
     if pid == _PID:
         return False
     try:

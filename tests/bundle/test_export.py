@@ -218,8 +218,6 @@ def test_a_packed_bundle_carries_checksums_sha256sum_accepts(
     unpacked = tmp_path / "unpacked"
     unpacked.mkdir()
     decompress = ["--zstd"] if suffix == ".tar.zst" else []
-    import subprocess
-
     subprocess.run(["tar", "-x", *decompress, "-f", str(packed), "-C", str(unpacked)], check=True)
     check = subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=unpacked, check=False)
     assert check.returncode == 0
@@ -228,3 +226,18 @@ def test_a_packed_bundle_carries_checksums_sha256sum_accepts(
     unpacked.rename(server.storage_dir)
     with server:
         assert inspect_raw(server, "tools:2.0") == corpus.raw("tools:2.0")
+
+
+def test_a_pack_killed_before_does_not_stop_the_next_one(corpus: Corpus, tmp_path: Path) -> None:
+    packed = tmp_path / "bundle.tar"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    left = tmp_path / f".bundle.tar.tmp-{gone.pid}-0a1b2c3d"  # what the killed pack wrote
+    left.write_bytes(b"half a tar")
+    result = mirrord(
+        "export", corpus.list_file(("tools:2.0",)), packed, "--from", corpus.storage_pool
+    )
+    assert result.exit_code == 0, result.output
+    assert not left.exists()
+    assert mirrord("verify", packed).exit_code == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle.tar"]  # nothing else left beside
