@@ -16,6 +16,11 @@ SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie",
 REDACTED = "REDACTED"
 _URL_IN_TEXT = re.compile(r"https?://[^\s'\"<>]+")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
+# A password spelt into a reference: `docker://user:pw@host/…`, or quoted bare `'user:pw@host'`.
+# Not `repo:tag@sha256:…` (a reference pinned by digest).
+_USERINFO = re.compile(
+    r"(?:(?<=://)|(?<=^)|(?<=[\s'\"]))([^\s'\"/@:]+):[^\s'\"/@]*@(?!sha256:|sha384:|sha512:)"
+)
 
 
 def redact_url(url: URL | str) -> str:
@@ -39,4 +44,5 @@ def _redacted(parsed: URL) -> str:
 def redact_text(text: str) -> str:
     """Scrub URLs and Authorization-looking values out of free text (last line of defence)."""
     text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    text = _USERINFO.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
     return _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)

@@ -127,6 +127,25 @@ def test_signed_query_strings_never_reach_messages() -> None:
     assert "Bearer REDACTED" in redact_text("header was Bearer eyJhbGciOiJSUzI1NiJ9.payload.sig")
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        "invalid registry host 'mirror:Hunter2-pw@127.0.0.1:5000'",
+        "cannot read docker://mirror:Hunter2-pw@registry.example/app:v1",
+        "mirror:Hunter2-pw@registry.example/app: no such image",
+    ],
+)
+def test_a_password_spelt_into_a_reference_never_reaches_a_message(message: str) -> None:
+    text = redact_text(message)
+    assert "Hunter2-pw" not in text
+    assert "mirror:REDACTED@" in text
+
+
+def test_a_reference_pinned_by_digest_is_left_as_it_is() -> None:
+    message = "invalid tag in 'web:v1@sha256:" + "a" * 64 + "'"
+    assert redact_text(message) == message
+
+
 @pytest.mark.parametrize("value", ["²", "١٢", "3²"])
 def test_non_ascii_digits_in_rate_limit_headers_are_ignored_not_a_crash(value: str) -> None:
     assert parse_retry_after(value) is None
