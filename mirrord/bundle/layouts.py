@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mirrord.bundle.info import BUNDLE_FILE, BundleInfo
-from mirrord.bundle.pack import SUMS_FILE, is_packed_name, read_first_member, unpack
+from mirrord.bundle.pack import is_packed_name, read_first_member, unpack
 from mirrord.errors import InvalidReference, LocalStorageError
 from mirrord.manifests import Descriptor
 from mirrord.refs import check_repository, check_tag, is_digest
@@ -227,16 +227,12 @@ def read_info(path: Path) -> BundleInfo | None:
 
 
 def is_packed(path: Path) -> bool:
-    """A packed bundle (its description first), as opposed to a docker-archive tar."""
+    """A packed bundle (its description is the first member), as opposed to a docker-archive
+    tar (which starts with `oci-layout`). One that lost its tail is still a packed bundle: its
+    unpacking then fails on the missing checksums, which says what happened."""
     if path.name.endswith(".zst"):
         return True
-    return read_first_member(path, BUNDLE_FILE, MAX_INFO) is not None and _has_sums(path)
-
-
-def _has_sums(path: Path) -> bool:
-    with contextlib.suppress(LocalStorageError), ArchiveReader(path) as reader:
-        return reader.size(SUMS_FILE) is not None and reader.size("manifest.json") is None
-    return False
+    return read_first_member(path, BUNDLE_FILE, MAX_INFO) is not None
 
 
 @contextlib.contextmanager

@@ -219,7 +219,9 @@ def _extract(fs: LocalRoot, name: str, f: IO[bytes], size: int) -> str:
 
 def _check_sums(archive: Path, seen: dict[str, str], sums: bytes | None) -> None:
     if sums is None:
-        raise IntegrityError(f"{archive}: no {SUMS_FILE} (not a packed mirrord bundle?)")
+        raise IntegrityError(
+            f"{archive}: no {SUMS_FILE}, which a packed bundle ends with (truncated? copy it again)"
+        )
     expected: dict[str, str] = {}
     for line in sums.decode("utf-8", "replace").splitlines():
         checksum, sep, name = line.partition("  ")

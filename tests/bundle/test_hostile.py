@@ -204,6 +204,27 @@ def test_a_packed_bundle_cannot_write_outside_its_directory(tmp_path: Path) -> N
     assert list(work.iterdir()) == []
 
 
+def test_a_packed_bundle_that_lost_its_tail_says_so(
+    corpus: Corpus, tmp_path: Path, make_registry: MakeRegistry
+) -> None:
+    packed = tmp_path / "bundle.tar"
+    exported = mirrord(
+        "export", listing(tmp_path, "tools:2.0"), packed, "--from", corpus.storage_pool
+    )
+    assert exported.exit_code == 0, exported.output
+    with tarfile.open(packed) as tar:
+        last = tar.getmembers()[-1]
+    assert last.name == "SHA256SUMS"
+    packed.write_bytes(packed.read_bytes()[: last.offset])  # the USB stick was full
+    target = make_registry()
+    result = mirrord("import", packed, f"docker://{target.host}", "--dest-tls-verify=false")
+    assert result.exit_code == 1
+    assert "no SHA256SUMS" in result.stderr
+    assert "truncated?" in result.stderr
+    with pytest.raises(SkopeoError):
+        inspect_raw(target, "tools:2.0")
+
+
 def test_a_docker_archive_naming_a_path_is_refused(tmp_path: Path) -> None:
     manifest = [{"Config": "../../etc/passwd", "RepoTags": ["evil:1"], "Layers": []}]
     archive = tmp_path / "evil.tar"
