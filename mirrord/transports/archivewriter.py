@@ -28,6 +28,7 @@ from typing import Any
 from mirrord.errors import LocalStorageError, UnsupportedOperation
 from mirrord.manifests import Manifest, select_instance
 from mirrord.model import Platform
+from mirrord.refs import is_digest
 from mirrord.transports.jsonfile import dump_json
 from mirrord.transports.localfs import CHUNK, LocalRoot
 from mirrord.transports.ocilayout import IndexEntry, OciDestination, OciLayout
@@ -43,9 +44,21 @@ IMAGE_CONFIGS = frozenset(
 class ArchiveDestination(OciDestination):
     """Writes into the staging layout of an ArchiveWriter; REF names the image (`repo:tag`)."""
 
-    def __init__(self, layout: OciLayout, target: Path) -> None:
+    def __init__(self, layout: OciLayout, target: Path, platform: Platform) -> None:
         super().__init__(layout)
         self.description = f"docker-archive:{target}"
+        self.platform = platform
+
+    async def put_manifest(self, reference: str, manifest: Manifest) -> None:
+        if not is_digest(reference):  # the image `docker load` gets for this name
+            loaded = _loaded_instance(self.layout, manifest, self.platform)
+            if loaded is not None and (layer := _foreign_layer(loaded)) is not None:
+                raise UnsupportedOperation(
+                    f"{self.description}: {reference}: layer {layer} is non-distributable "
+                    "(foreign): docker load needs every layer in the archive; export this "
+                    "image in the oci or registry-storage format"
+                )
+        await super().put_manifest(reference, manifest)
 
 
 class ArchiveWriter:
@@ -74,7 +87,7 @@ class ArchiveWriter:
         return f"ArchiveWriter({str(self.target)!r})"
 
     def destination(self) -> ArchiveDestination:
-        return ArchiveDestination(self.layout, self.target)
+        return ArchiveDestination(self.layout, self.target, self.platform)
 
     async def finish(self) -> None:
         """Write the archive (atomically replacing PATH) and drop the staging directory."""
@@ -112,15 +125,10 @@ class ArchiveWriter:
     def _loadable(self, entry: IndexEntry) -> Manifest | None:
         """The image `docker load` gets for an entry (None: not an image it can load)."""
         manifest = self.layout.read_manifest(entry.digest, entry.media_type)
-        if manifest.is_index:
-            try:
-                chosen = select_instance(manifest, self.platform)
-            except UnsupportedOperation:
-                return None
-            manifest = self.layout.read_manifest(chosen.digest, chosen.media_type)
-        if not manifest.blobs or manifest.blobs[0].media_type not in IMAGE_CONFIGS:
-            return None
-        return manifest
+        loaded = _loaded_instance(self.layout, manifest, self.platform)
+        if loaded is None or _foreign_layer(loaded) is not None:
+            return None  # index.json keeps it; docker load would fail on a missing layer
+        return loaded
 
     # -- the tar ---------------------------------------------------------------------------
 
@@ -157,6 +165,25 @@ class ArchiveWriter:
             info = _info(path.relative_to(fs.root).as_posix(), fs.stat_file(path) or 0)
             with os.fdopen(fs.open_file(path), "rb") as f:
                 tar.addfile(info, f)
+
+
+def _loaded_instance(layout: OciLayout, manifest: Manifest, platform: Platform) -> Manifest | None:
+    """The image manifest `docker load` reads for `manifest` (an index's instance for
+    `platform`); None when there is none it could load (no such instance, not an image)."""
+    if manifest.is_index:
+        try:
+            chosen = select_instance(manifest, platform)
+        except UnsupportedOperation:
+            return None
+        manifest = layout.read_manifest(chosen.digest, chosen.media_type)
+    if not manifest.blobs or manifest.blobs[0].media_type not in IMAGE_CONFIGS:
+        return None
+    return manifest
+
+
+def _foreign_layer(manifest: Manifest) -> str | None:
+    """The first layer an archive cannot hold (non-distributable: never copied), if any."""
+    return next((b.digest for b in manifest.blobs if not b.distributable), None)
 
 
 def _member(digest: str) -> str:

@@ -20,6 +20,7 @@ from tests.harness.images import Image, ImageBuilder
 from tests.harness.registry import RegistryServer
 from tests.harness.skopeo import inspect_raw, seed
 
+V2 = "docker/registry/v2"
 LIST_V1 = ("app/web:v1", "app/api:1.0", "multi:latest", "tools:2.0")
 
 
@@ -87,3 +88,20 @@ def blob_files(storage: Path) -> set[str]:
     """Digests of the blob data files in a registry storage directory."""
     base = storage / "docker/registry/v2/blobs/sha256"
     return {f"sha256:{p.parent.name}" for p in base.glob("*/*/data")} if base.exists() else set()
+
+
+def plant(storage: Path, repo: str, tag: str, raw: bytes) -> str:
+    """Store a manifest in a registry storage by hand, as a hostile pool would."""
+    digest = sha256(raw)
+    hexdigest = digest[7:]
+    data = storage / V2 / f"blobs/sha256/{hexdigest[:2]}/{hexdigest}/data"
+    data.parent.mkdir(parents=True)
+    data.write_bytes(raw)
+    manifests = storage / V2 / "repositories" / repo / "_manifests"
+    for link in (
+        manifests / f"revisions/sha256/{hexdigest}/link",
+        manifests / f"tags/{tag}/current/link",
+    ):
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.write_text(digest)
+    return digest

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bundle.corpus import LIST_V1, Corpus, mirrord
+from tests.bundle.corpus import LIST_V1, V2, Corpus, mirrord, plant, sha256
 from tests.harness.registry import MakeRegistry
 from tests.harness.skopeo import inspect_raw, run_skopeo
 
@@ -137,3 +137,66 @@ def test_a_packed_bundle_imports_too(
     assert result.exit_code == 0, result.output
     assert inspect_raw(target, "tools:2.0") == corpus.raw("tools:2.0")
     assert list(tmp_path.glob("mirrord-bundle-*")) == []  # the unpacked copy is gone
+
+
+def _windows_image(pool: Path) -> str:
+    """Plant `win:1` in a registry storage: a layer from Microsoft's CDN (foreign) and one of
+    its own."""
+    config = json.dumps({"architecture": "amd64", "os": "windows", "rootfs": {}}).encode()
+    layer = b"\x1f\x8b" + b"x" * 100
+    for blob in (config, layer):
+        path = pool / V2 / f"blobs/sha256/{sha256(blob)[7:9]}/{sha256(blob)[7:]}/data"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(blob)
+        link = pool / V2 / f"repositories/win/_layers/sha256/{sha256(blob)[7:]}/link"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.write_text(sha256(blob))
+    docker = "application/vnd.docker"
+    foreign = {
+        "mediaType": f"{docker}.image.rootfs.foreign.diff.tar.gzip",
+        "digest": "sha256:" + "f" * 64,
+        "size": 12345,
+        "urls": ["https://mcr.microsoft.com/blob/x"],
+    }
+    own = {
+        "mediaType": f"{docker}.image.rootfs.diff.tar.gzip",
+        "digest": sha256(layer),
+        "size": len(layer),
+    }
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": f"{docker}.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": f"{docker}.container.image.v1+json",
+            "digest": sha256(config),
+            "size": len(config),
+        },
+        "layers": [foreign, own],
+    }
+    return plant(pool, "win", "1", json.dumps(manifest).encode())
+
+
+def test_a_docker_archive_refuses_an_image_with_a_foreign_layer_and_keeps_the_others(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    pool = tmp_path / "pool"
+    exported = mirrord(
+        "export", corpus.list_file(("tools:2.0",)), pool, "--from", corpus.storage_pool
+    )
+    assert exported.exit_code == 0, exported.output
+    _windows_image(pool)
+    archive = tmp_path / "images.tar"
+    result = mirrord(
+        "export",
+        corpus.list_file(("tools:2.0", "win:1"), "mixed.txt"),
+        archive,
+        "--from",
+        f"registry-storage:{pool}",
+        "--format",
+        "docker-archive",
+    )
+    assert result.exit_code == 3, result.output  # one image failed, named
+    assert "win:1: layer sha256:ffff" in result.output
+    assert "non-distributable" in result.output
+    run_skopeo("copy", f"docker-archive:{archive}:tools:2.0", f"dir:{tmp_path / 'tools'}")
+    assert mirrord("verify", archive).exit_code == 0

@@ -9,29 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.bundle.corpus import Corpus, mirrord, sha256
+from tests.bundle.corpus import V2, Corpus, mirrord, plant
 from tests.harness.registry import MakeRegistry
 from tests.harness.skopeo import SkopeoError, inspect_raw
 
-V2 = "docker/registry/v2"
 EVIL = "sha256:../../../../x"
-
-
-def plant(storage: Path, repo: str, tag: str, raw: bytes) -> str:
-    """Store a manifest in a registry storage by hand, as a hostile pool would."""
-    digest = sha256(raw)
-    hexdigest = digest[7:]
-    data = storage / V2 / f"blobs/sha256/{hexdigest[:2]}/{hexdigest}/data"
-    data.parent.mkdir(parents=True)
-    data.write_bytes(raw)
-    manifests = storage / V2 / "repositories" / repo / "_manifests"
-    for link in (
-        manifests / f"revisions/sha256/{hexdigest}/link",
-        manifests / f"tags/{tag}/current/link",
-    ):
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.write_text(digest)
-    return digest
 
 
 def listing(tmp_path: Path, *names: str) -> Path:
