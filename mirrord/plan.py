@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -22,13 +21,14 @@ from mirrord.model import CopyRequest, PlatformPolicy
 from mirrord.refs import ImageReference, is_tag
 from mirrord.registry.options import RegistryOptions
 from mirrord.semver import Constraint, Version
+from mirrord.tagregex import TagRegex
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTING_CONCURRENCY = 8
 
 TagLister = Callable[[ImageReference, RegistryOptions], Awaitable[list[str]]]
-Immutable = bool | re.Pattern[str]
+Immutable = bool | TagRegex
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +45,9 @@ class RepoSelection:
     digests: tuple[str, ...] = ()
     pinned: tuple[tuple[str, str], ...] = ()
     all_tags: bool = False
-    tag_regexes: tuple[re.Pattern[str], ...] = ()
+    tag_regexes: tuple[TagRegex, ...] = ()
     constraints: tuple[Constraint, ...] = ()
-    exclude: re.Pattern[str] | None = None
+    exclude: TagRegex | None = None
     keep_latest: int | None = None
     suffix: str = ""
     platforms: PlatformPolicy = field(default_factory=PlatformPolicy.all)
@@ -141,7 +141,7 @@ def select_tags(selection: RepoSelection, listed: Iterable[str]) -> tuple[str, .
 
 def _is_immutable(selection: RepoSelection, tag: str) -> bool:
     policy = selection.immutable
-    return bool(policy.search(tag)) if isinstance(policy, re.Pattern) else policy
+    return policy.search(tag) if isinstance(policy, TagRegex) else policy
 
 
 def _copy(selection: RepoSelection, source: ImageReference, tag: str) -> CopyRequest | None:

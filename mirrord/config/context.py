@@ -4,13 +4,13 @@ context (`SourceContext`). Plain dataclasses, without pydantic, so that reading 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from mirrord.config.naming import Destination, Naming
 from mirrord.model import PlatformPolicy
+from mirrord.tagregex import TagRegex
 
 if TYPE_CHECKING:
     from mirrord.config.extensions import SelectionOptions
@@ -22,10 +22,10 @@ T = TypeVar("T")
 class Choices:
     """The resolved selection options at one level."""
 
-    exclude: re.Pattern[str] | None = None
+    exclude: TagRegex | None = None
     keep_latest: int | None = None
     platforms: PlatformPolicy = field(default_factory=PlatformPolicy.all)
-    immutable: bool | re.Pattern[str] = False
+    immutable: bool | TagRegex = False
 
     def over(self, options: SelectionOptions | None) -> Choices:
         """These choices with whatever `options` sets replacing them."""

@@ -26,6 +26,7 @@ from mirrord.model import PlatformPolicy
 from mirrord.plan import RepoSelection
 from mirrord.registry.options import RegistryOptions
 from mirrord.secret import Secret
+from mirrord.tagregex import TagRegex
 
 DEFAULT_DATABASE = "sqlite:////var/lib/mirrord/mirrord.db"
 DEFAULT_LISTEN = "127.0.0.1:9464"
@@ -105,7 +106,7 @@ class PruneSpec(Model):
     """`prune: true` or `{enabled: true, protect: REGEX}` (tags never deleted)."""
 
     enabled: bool = False
-    protect: Regex = re.compile(DEFAULT_PROTECTED_TAGS)
+    protect: Regex = TagRegex.compile(DEFAULT_PROTECTED_TAGS)
 
     @model_validator(mode="before")
     @classmethod

@@ -14,6 +14,7 @@ from mirrord.config.naming import Naming as Naming  # defined without pydantic, 
 from mirrord.errors import InvalidReference
 from mirrord.model import Platform, PlatformPolicy
 from mirrord.semver import Constraint, SemverError
+from mirrord.tagregex import TagRegex, TagRegexError
 
 _DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d))+|0")
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
@@ -43,15 +44,13 @@ def _text(value: Any, what: str) -> str:
     return value
 
 
-def compile_regex(value: Any) -> re.Pattern[str]:
-    """A Python regex; an invalid one is an error quoting it and where it breaks."""
+def compile_regex(value: Any) -> TagRegex:
+    """An RE2 regex, as skopeo reads it; an invalid one is an error quoting it and saying why."""
     text = _text(value, "a regular expression")
     try:
-        return re.compile(text)
-    except re.error as exc:
-        raise invalid(
-            f"invalid regular expression {text!r}: {exc.msg} at position {exc.pos}"
-        ) from None
+        return TagRegex.compile(text)
+    except TagRegexError as exc:
+        raise invalid(f"invalid regular expression {text!r}: {exc}") from None
 
 
 def parse_constraint(value: Any) -> Constraint:
@@ -91,7 +90,7 @@ def parse_platforms(value: Any) -> PlatformPolicy:
         raise invalid(str(exc)) from None
 
 
-def parse_immutable(value: Any) -> bool | re.Pattern[str]:
+def parse_immutable(value: Any) -> bool | TagRegex:
     """true (every tag), false, or a regex of the tags that never move."""
     if isinstance(value, bool):
         return value
@@ -109,9 +108,9 @@ class TLSChoice(StrEnum):
     PLAIN_HTTP = "plain-http"
 
 
-Regex = Annotated[re.Pattern[str], PlainValidator(compile_regex)]
+Regex = Annotated[TagRegex, PlainValidator(compile_regex)]
 Semver = Annotated[Constraint, PlainValidator(parse_constraint)]
 Duration = Annotated[timedelta, PlainValidator(parse_duration)]
 Platforms = Annotated[PlatformPolicy, PlainValidator(parse_platforms)]
-ImmutableTags = Annotated[bool | re.Pattern[str], PlainValidator(parse_immutable)]
+ImmutableTags = Annotated[bool | TagRegex, PlainValidator(parse_immutable)]
 EmptyIfNull = BeforeValidator(_none_as_empty)

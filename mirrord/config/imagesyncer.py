@@ -28,6 +28,7 @@ from mirrord.config.problems import Invalid, Problems
 from mirrord.config.yamlsafe import Document, KeyPath, read_yaml
 from mirrord.errors import InvalidReference
 from mirrord.refs import DOCKER_HUB, ImageReference, is_tag
+from mirrord.tagregex import TagRegex, TagRegexError
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -94,9 +95,9 @@ def parse_source(text: str) -> tuple[ImageReference, tuple[str, ...], str | None
     if ":/" in text and text.endswith("/"):
         name, _, regex = text.partition(":/")
         try:
-            re.compile(regex[:-1])
-        except re.error as exc:
-            raise Invalid(f"invalid tag regex {regex[:-1]!r}: {exc.msg}") from None
+            TagRegex.compile(regex[:-1])
+        except TagRegexError as exc:
+            raise Invalid(f"invalid tag regex {regex[:-1]!r}: {exc}") from None
         return _name(_parse(name)), (), None, regex[:-1]
     first, *more = text.split(",")
     ref = _parse(first)

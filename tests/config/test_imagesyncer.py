@@ -107,7 +107,7 @@ async def test_one_config_file_in_json() -> None:
         ),
         (
             "a.io/x:/(/: a.io/y\n",
-            "1: \"a.io/x:/(/\": invalid tag regex '(': missing ), unterminated subpattern",
+            "1: \"a.io/x:/(/\": invalid tag regex '(': missing ) in '('",
         ),
         ("a.io/x:1,-bad: a.io/y\n", "1: \"a.io/x:1,-bad\": invalid tag '-bad' in 'a.io/x:1,-bad'"),
         (

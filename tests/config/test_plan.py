@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 
 import pytest
 
@@ -26,6 +25,7 @@ from mirrord.plan import (
 from mirrord.refs import ImageReference
 from mirrord.registry.options import RegistryOptions
 from mirrord.semver import Constraint
+from mirrord.tagregex import TagRegex
 from tests.config.support import FakeRegistries
 
 SRC = ImageReference("registry.example.com", "team/app")
@@ -50,7 +50,8 @@ class Config:
 
 def test_filters_are_a_union() -> None:
     chosen = select_tags(
-        selection(tag_regexes=(re.compile("^v"),), constraints=(Constraint.parse("~1.10"),)), TAGS
+        selection(tag_regexes=(TagRegex.compile("^v"),), constraints=(Constraint.parse("~1.10"),)),
+        TAGS,
     )
     assert chosen == ("1.10.0", "v2.1")
     assert select_tags(selection(all_tags=True), TAGS) == tuple(sorted(TAGS))
@@ -59,7 +60,7 @@ def test_filters_are_a_union() -> None:
 
 def test_exclude_then_keep_latest() -> None:
     chosen = select_tags(
-        selection(all_tags=True, exclude=re.compile("-(rc|debug)"), keep_latest=3), TAGS
+        selection(all_tags=True, exclude=TagRegex.compile("-(rc|debug)"), keep_latest=3), TAGS
     )
     assert chosen == ("1.10.0", "2.0.0", "v2.1")
 
@@ -89,7 +90,7 @@ def test_copies_name_tags_digests_and_pins() -> None:
             pinned=(("stable", DIGEST),),
             constraints=(Constraint.parse(">=2"),),
             suffix="-m",
-            immutable=re.compile(r"^\d"),
+            immutable=TagRegex.compile(r"^\d"),
             source_name="s",
         ),
         TAGS,

@@ -83,15 +83,10 @@ def sync_file(path: Path, source: str, digest: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("platform_args", [[], ["--all"]], ids=["host-platform", "all"])
-def test_mirrord_sync_copies_what_skopeo_sync_copies(
-    parity_source: tuple[RegistryServer, str, str],
-    make_registry: MakeRegistry,
-    tmp_path: Path,
-    platform_args: list[str],
-) -> None:
-    source, _, digest = parity_source
-    config = sync_file(tmp_path / "sync.yaml", source.host, digest)
+def sync_both(
+    config: Path, make_registry: MakeRegistry, platform_args: list[str]
+) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    """Run skopeo sync and mirrord sync on `config`; (skopeo's result, mirrord's)."""
     by_skopeo, by_mirrord = make_registry(), make_registry()
     common = ["--src", "yaml", "--dest", "docker", "--dest-tls-verify=false", *platform_args]
     # --preserve-digests: without it skopeo may re-encode a copied index (mirrord never does).
@@ -113,6 +108,38 @@ def test_mirrord_sync_copies_what_skopeo_sync_copies(
         timeout=180,
     )
     assert done.returncode == 0, done.stderr
-    expected = catalog(by_skopeo)
+    return catalog(by_skopeo), catalog(by_mirrord)
+
+
+@pytest.mark.parametrize("platform_args", [[], ["--all"]], ids=["host-platform", "all"])
+def test_mirrord_sync_copies_what_skopeo_sync_copies(
+    parity_source: tuple[RegistryServer, str, str],
+    make_registry: MakeRegistry,
+    tmp_path: Path,
+    platform_args: list[str],
+) -> None:
+    source, _, digest = parity_source
+    config = sync_file(tmp_path / "sync.yaml", source.host, digest)
+    expected, copied = sync_both(config, make_registry, platform_args)
     assert expected  # skopeo copied something, or the comparison proves nothing
-    assert catalog(by_mirrord) == expected
+    assert copied == expected
+
+
+def test_tag_regexes_are_read_as_go_reads_them(
+    parity_source: tuple[RegistryServer, str, str], make_registry: MakeRegistry, tmp_path: Path
+) -> None:
+    """POSIX classes, a flag group after `^`, and \\Q…\\E: Python's `re` reads the first
+    differently (silently) and refuses the others; skopeo (Go) accepts all three."""
+    source, _, _ = parity_source
+    config = tmp_path / "sync.yaml"
+    config.write_text(
+        f"{source.host}:\n"
+        "  tls-verify: false\n"
+        "  images-by-tag-regex:\n"
+        "    parity/app: '^[[:digit:]]\\.2\\.[[:digit:]]$'\n"
+        "    parity/tools/cli: '^(?i)V2|\\Qnightly-\\E'\n"
+    )
+    expected, copied = sync_both(config, make_registry, ["--all"])
+    assert sorted(expected["mirror/app"]) == ["1.2.0", "1.2.5"]
+    assert sorted(expected["mirror/cli"]) == ["nightly-2026", "v2.1"]
+    assert copied == expected
