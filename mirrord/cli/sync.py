@@ -14,7 +14,6 @@ import click
 
 from mirrord.cli import main
 from mirrord.cli.common import (
-    EXIT_FAILED,
     EXIT_OK,
     EXIT_PARTIAL,
     authfile_flag,
@@ -55,15 +54,20 @@ def state_database(value: str | None) -> str:
     return f"sqlite+aiosqlite:///{state / 'mirrord' / 'sync.db'}"
 
 
-def overlay(config: MirrorConfig, cli: dict[str, RegistryOptions]) -> OptionsFor:
+def overlay(
+    config: MirrorConfig, cli: dict[str, RegistryOptions], *, sources_only: bool = False
+) -> OptionsFor:
     """Registry options: what the files say, and skopeo's --src-*/--dest-* flags for the rest
-    (a YAML `tls-verify` or `credentials` wins for its registry, as in skopeo)."""
-    destination = config.destination.registry
+    (a YAML `tls-verify` or `credentials` wins for its registry, as in skopeo). With
+    `sources_only` (a skopeo sync file) the file's settings are the source's only, as in
+    skopeo: a destination on the same host gets the --dest-* flags, never the source's login."""
 
     def options_for(host: str, role: str) -> RegistryOptions:
         said = config.registries.get(host, RegistrySettings())
+        if sources_only and role == "destination":
+            said = RegistrySettings()
         base = config.registry_options(host)
-        flags = cli["destination" if role == "destination" or host == destination else "source"]
+        flags = cli[role]
         return dataclasses.replace(
             base,
             tls=said.tls or flags.tls,
@@ -171,10 +175,11 @@ def sync(values: dict[str, Any]) -> None:
         "source": registry_options("src", values),
         "destination": registry_options("dest", values),
     }
-    options_for = overlay(config, cli)
+    options_for = overlay(config, cli, sources_only=values["config"] is None)
     if values["dry_run"]:
-        click.echo(run(_plan_text(config, options_for, False)))
-        return
+        text, complete = run(_plan_text(config, options_for, False))
+        click.echo(text)
+        raise SystemExit(EXIT_OK if complete else EXIT_PARTIAL)
     database = config.database if values["config"] else state_database(values["state_db"])
     progress = SyncProgress(quiet=values["quiet"])
     metrics = _metrics() if values["metrics_file"] else None
@@ -243,7 +248,11 @@ def write_digestfile(path: Path, result: OneShotResult) -> None:
     path.write_text("".join(f"{line}\n" for line in lines))
 
 
-async def _plan_text(config: MirrorConfig, options_for: OptionsFor, as_json: bool) -> str:
+async def _plan_text(
+    config: MirrorConfig, options_for: OptionsFor, as_json: bool
+) -> tuple[str, bool]:
+    """The plan as text, and whether every listing it needed succeeded (failures are printed:
+    a dry run exits 3 for them, as the sync itself would)."""
     async with ClientPool(options_for) as pool:
 
         async def lister(repo: ImageReference, _: RegistryOptions) -> list[str]:
@@ -254,7 +263,7 @@ async def _plan_text(config: MirrorConfig, options_for: OptionsFor, as_json: boo
         click.echo(f"mirrord: error: {failure}", err=True)
     for conflict in result.conflicts:
         click.echo(f"mirrord: warning: {conflict}", err=True)
-    return render_plan(result.requests, as_json)
+    return render_plan(result.requests, as_json), not result.failures
 
 
 @main.command("plan")
@@ -272,6 +281,6 @@ def plan_command(values: dict[str, Any]) -> None:
     setup_logging("error")
     config = load_or_exit(lambda: config_from_flags(values["file"], values))
     cli = {"source": registry_options("src", values), "destination": RegistryOptions()}
-    text = run(_plan_text(config, overlay(config, cli), values["as_json"]))
+    text, complete = run(_plan_text(config, overlay(config, cli), values["as_json"]))
     click.echo(text)
-    raise SystemExit(EXIT_OK if text else EXIT_FAILED)
+    raise SystemExit(EXIT_OK if complete else EXIT_PARTIAL)
