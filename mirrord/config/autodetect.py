@@ -31,6 +31,8 @@ def load_any(
     doc = read_yaml(path)
     kind = sniff(doc.data)
     skopeo_flags = dest is not None or scoped or append_suffix or platforms is not None
+    if kind == "image-syncer" and (dest is not None or scoped or append_suffix):
+        kind = "skopeo"  # skopeo's DEST was given: read it as the skopeo file it was meant to be
     if kind == "daemon":
         if skopeo_flags:
             raise ConfigError(f"{path}: a daemon config names its destination; drop --dest and co.")

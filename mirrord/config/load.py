@@ -61,9 +61,20 @@ def sniff(data: Any) -> Kind:
         values = data["images"].values()
         if all(isinstance(v, str | list) for v in values):
             return "image-syncer"
-    if data and all(isinstance(v, str | list) for v in data.values()):
+    # image-syncer's keys are images (`quay.io/coreos/etcd:v1`); bare hosts are a skopeo file
+    # with a mistake in it (`quay.io: [coreos/etcd]`), reported as such
+    lists = data and all(isinstance(v, str | list) for v in data.values())
+    if lists and not all(isinstance(k, str) and _is_host(k) for k in data):
         return "image-syncer"
     return "skopeo"
+
+
+def _is_host(key: str) -> bool:
+    try:
+        check_registry(key)
+    except InvalidReference:
+        return False
+    return "/" not in key and ("." in key or ":" in key or key == "localhost")
 
 
 def validate(

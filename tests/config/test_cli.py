@@ -122,3 +122,15 @@ def test_convert_refuses_what_it_cannot_express(runner: CliRunner, tmp_path: Pat
         f"mirrord: error: {path}: 1 problem",
         f"{path}:1: \"a.io/x:1\": 'a.io/y:2' renames tags 1: mirrord keeps tag names",
     ]
+
+
+@pytest.mark.parametrize("flags", [[], ["--dest", "mirror.example.com/p"]], ids=["alone", "dest"])
+def test_a_skopeo_file_with_a_list_under_a_registry_is_an_error_not_an_image_syncer_file(
+    runner: CliRunner, tmp_path: Path, flags: list[str]
+) -> None:
+    path = tmp_path / "sync.yml"
+    path.write_text("quay.io:\n  - coreos/etcd\n")  # `images:` forgotten
+    result = runner.invoke(main, ["check-config", *flags, str(path)])
+    assert result.exit_code == 2, result.output
+    assert f'{path}:1: "quay.io": ' in result.stderr
+    assert "docker.io" not in result.output
