@@ -106,7 +106,8 @@ class _Reader:
         selections: list[RepoSelection] = []
         seen: dict[str, str] = {}
         for host, block in sorted(data.root.items()):
-            first = seen.setdefault(normalize_registry(host), host)
+            registry, slash, namespace = host.partition("/")
+            first = seen.setdefault(normalize_registry(registry) + slash + namespace, host)
             if first != host:
                 self.problem((host,), f"{host!r} and {first!r} name the same registry; merge them")
                 continue
@@ -119,7 +120,10 @@ class _Reader:
         return selections
 
     def _registry(self, host: str, block: RegistryBlock) -> list[RepoSelection]:
-        registry = normalize_registry(host)
+        # skopeo joins the key and each repo with "/": a key may carry a namespace
+        # (`registry.example.com/team:` then `app:` is team/app); settings stay per host.
+        name, _, namespace = host.partition("/")
+        registry = normalize_registry(name)
         try:
             check_registry(registry)
         except InvalidReference:
@@ -129,14 +133,18 @@ class _Reader:
             return []
         self._settings(registry, (host,), block)
         repos: dict[str, _Repo] = {}
+
+        def full(repo: str) -> str:
+            return f"{namespace}/{repo}" if namespace else repo
+
         for repo, entries in block.images.items():
-            self._images(registry, (host, "images", repo), repos, repo, entries)
+            self._images(registry, (host, "images", repo), repos, full(repo), entries)
         for repo, regex in block.images_by_tag_regex.items():
-            self._listed(registry, (host, "images-by-tag-regex", repo), repos, repo, regex=regex)
+            path = (host, "images-by-tag-regex", repo)
+            self._listed(registry, path, repos, full(repo), regex=regex)
         for repo, constraint in block.images_by_semver.items():
-            self._listed(
-                registry, (host, "images-by-semver", repo), repos, repo, constraint=constraint
-            )
+            path = (host, "images-by-semver", repo)
+            self._listed(registry, path, repos, full(repo), constraint=constraint)
         return self._selections(host, block.mirrord, repos)
 
     # -- registry settings ----------------------------------------------------------------------

@@ -143,3 +143,23 @@ def test_tag_regexes_are_read_as_go_reads_them(
     assert sorted(expected["mirror/app"]) == ["1.2.0", "1.2.5"]
     assert sorted(expected["mirror/cli"]) == ["nightly-2026", "v2.1"]
     assert copied == expected
+
+
+def test_a_registry_key_with_a_namespace_selects_what_skopeo_selects(
+    parity_source: tuple[RegistryServer, str, str], make_registry: MakeRegistry, tmp_path: Path
+) -> None:
+    """`HOST/parity:` then `app:` is parity/app: skopeo joins key and repo with "/"."""
+    source, _, _ = parity_source
+    config = tmp_path / "sync.yaml"
+    config.write_text(
+        f"{source.host}/parity:\n"
+        "  tls-verify: false\n"
+        "  images:\n"
+        "    app: [latest, '2.0.0']\n"
+        "  images-by-tag-regex:\n"
+        "    tools/cli: '^v'\n"
+    )
+    expected, copied = sync_both(config, make_registry, ["--all"])
+    assert sorted(expected["mirror/app"]) == ["2.0.0", "latest"]
+    assert sorted(expected["mirror/cli"]) == ["v2.1"]
+    assert copied == expected
