@@ -8,14 +8,26 @@ import importlib
 import click
 
 from mirrord import __version__
-from mirrord.cli.common import DurationType, GlobalFlags
+from mirrord.cli.common import (
+    EXIT_INTERRUPTED,
+    DurationType,
+    GlobalFlags,
+    SkopeoCommand,
+    fail,
+)
 from mirrord.logs import setup_logging
 
 GC_THRESHOLD = 10_000  # allocations between young-generation collections (Python's default: 700)
 
 
 class LazyGroup(click.Group):
-    """Imports a command's module on first use; the module registers the command on `main`."""
+    """Imports a command's module on first use; the module registers the command on `main`.
+
+    Its commands parse skopeo's boolean flags as skopeo does (`SkopeoCommand`), and Ctrl-C
+    anywhere (a password prompt too) ends them the same way: `interrupted`, exit 130.
+    """
+
+    command_class = SkopeoCommand
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         from mirrord.cli.commands import COMMANDS
@@ -28,6 +40,16 @@ class LazyGroup(click.Group):
         if cmd_name not in self.commands and cmd_name in COMMANDS:
             _import_for_good(COMMANDS[cmd_name])
         return self.commands.get(cmd_name)
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            fail("interrupted", EXIT_INTERRUPTED)
+        except click.Abort as exc:  # what click.prompt raises for Ctrl-C (and end of input)
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                fail("interrupted", EXIT_INTERRUPTED)
+            raise
 
 
 def _import_for_good(module: str) -> None:

@@ -9,13 +9,16 @@ from typing import Any
 import click
 
 from mirrord.cli import main
-from mirrord.cli.common import fail, pass_values, run
-from mirrord.refs import check_registry, normalize_registry
+from mirrord.cli.common import TLS_VERIFY_HELP, bool_value_option, fail, pass_values, run
+from mirrord.errors import InvalidReference
+from mirrord.refs import REPOSITORY_RE, check_registry, normalize_registry
 from mirrord.registry import credentials as creds_store
 from mirrord.registry.client import RegistryClient
 from mirrord.registry.http import RegistryHttp
 from mirrord.registry.options import Credentials, RegistryOptions, TLSMode
 from mirrord.secret import Secret
+
+DEFAULT_AUTHFILE_HELP = "$XDG_RUNTIME_DIR/containers/auth.json, else /run/containers/UID/auth.json"
 
 
 def _options(values: dict[str, Any], credentials: Credentials | None) -> RegistryOptions:
@@ -35,6 +38,17 @@ async def _verify(host: str, options: RegistryOptions) -> None:
         await client.close()
 
 
+def _credentials_key(text: str) -> tuple[str, str | None]:
+    """`REGISTRY` or `REGISTRY/NAMESPACE` (skopeo's auth-file key) -> (registry, namespace)."""
+    host, sep, namespace = text.removeprefix("docker://").partition("/")
+    if sep and REPOSITORY_RE.fullmatch(namespace) is None:
+        raise InvalidReference(
+            f"invalid registry {text[:260]!r}: expected REGISTRY or REGISTRY/NAMESPACE, "
+            "without a tag or digest"
+        )
+    return normalize_registry(check_registry(host)), namespace or None
+
+
 def _password(values: dict[str, Any]) -> str:
     if values["password_stdin"]:
         return sys.stdin.readline().rstrip("\n")
@@ -52,35 +66,38 @@ def _password(values: dict[str, Any]) -> str:
     "--authfile",
     type=click.Path(path_type=Path),
     envvar="REGISTRY_AUTH_FILE",
-    help="Auth file to write (default: $XDG_RUNTIME_DIR/containers/auth.json).",
+    help=f"Auth file to write (default: {DEFAULT_AUTHFILE_HELP}).",
 )
-@click.option(
-    "--tls-verify",
-    type=click.BOOL,
-    is_flag=False,
-    flag_value="true",
-    default=None,
-    metavar="[=BOOL]",
-    help="Require HTTPS and verify certificates (false: skip verification, allow HTTP).",
-)
+@bool_value_option("--tls-verify", TLS_VERIFY_HELP)
 @click.option("--cert-dir", type=click.Path(path_type=Path), help="certs.d directory.")
 @click.option("--get-login", is_flag=True, help="Print the user logged in to REGISTRY.")
 @pass_values
 def login(values: dict[str, Any]) -> None:
-    """Log in to a registry: check the credentials, then store them in the auth file."""
-    host = normalize_registry(check_registry(values["registry"].removeprefix("docker://")))
-    path = creds_store.write_target(values["authfile"])
+    """Log in to a registry: check the credentials, then store them in the auth file.
+
+    REGISTRY may be REGISTRY/NAMESPACE: the credentials are checked against the registry and
+    stored for that namespace only, as skopeo does.
+    """
+    host, namespace = _credentials_key(values["registry"])
+    key = f"{host}/{namespace}" if namespace else host
     if values["get_login"]:
-        found = creds_store.lookup(host, None, RegistryOptions(authfile=path))
-        if found is None:
-            fail(f"not logged into {host}")
-        click.echo(found.username)
+        _print_login(key, host, namespace, values["authfile"])
         return
     username = values["username"] or click.prompt("Username")
     password = Secret(_password(values))
     run(_verify(host, _options(values, Credentials(username, password, origin="login"))))
-    creds_store.store_credentials(path, host, username, password)
+    creds_store.store_credentials(
+        creds_store.write_target(values["authfile"]), key, username, password
+    )
     click.echo("Login Succeeded!")
+
+
+def _print_login(key: str, host: str, namespace: str | None, authfile: Path | None) -> None:
+    """`--get-login`: the user stored for `key`, searched for as every command searches."""
+    found = creds_store.lookup(host, namespace, RegistryOptions(authfile=authfile))
+    if found is None:
+        fail(f"not logged into {key}")
+    click.echo(found.username)
 
 
 @main.command()
@@ -90,7 +107,10 @@ def login(values: dict[str, Any]) -> None:
     "--authfile",
     type=click.Path(path_type=Path),
     envvar="REGISTRY_AUTH_FILE",
-    help="Auth file to edit (default: $XDG_RUNTIME_DIR/containers/auth.json).",
+    help=f"Auth file to edit (default: {DEFAULT_AUTHFILE_HELP}).",
+)
+@bool_value_option(
+    "--tls-verify", "Accepted for skopeo compatibility (logout reaches no registry)."
 )
 @pass_values
 def logout(values: dict[str, Any]) -> None:

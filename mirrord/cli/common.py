@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
+import re
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -89,16 +91,25 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         fail("interrupted", EXIT_INTERRUPTED)
 
 
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
 def parse_duration(text: str) -> float:
-    """`90`, `90s`, `5m`, `2h`, `1d` -> seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = text.strip().lower()
-    try:
-        if text and text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
+    """`90s`, `1m30s`, `500ms`, `2h` (Go durations, as in the config) -> seconds.
+
+    A bare number is seconds, as mirrord has always accepted it.
+    """
+    from pydantic_core import PydanticCustomError  # pydantic only when a duration is given
+
+    from mirrord.config.fields import parse_duration as config_duration
+
+    text = text.strip()
+    if _SECONDS.fullmatch(text):
         return float(text)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a duration like 30s, 5m or 2h") from None
+    try:
+        return config_duration(text).total_seconds()
+    except PydanticCustomError as exc:
+        raise click.BadParameter(exc.message()) from None
 
 
 class DurationType(click.ParamType[float]):
@@ -110,7 +121,55 @@ class DurationType(click.ParamType[float]):
         return value if isinstance(value, float) else parse_duration(str(value))
 
 
-BOOL_VALUE = click.BOOL
+class BoolValueOption(click.Option):
+    """A boolean as Go's pflag parses it: `--flag` alone is true, `--flag=BOOL` sets it.
+
+    The value is never taken from the next argument (`--tls-verify docker://...` must leave
+    the image alone); `SkopeoCommand` makes sure of that.
+    """
+
+    def __init__(self, param_decls: Sequence[str], **attrs: Any) -> None:
+        attrs.update(type=click.BOOL, is_flag=False, flag_value="true", metavar="[=BOOL]")
+        super().__init__(param_decls, **attrs)
+
+
+def bool_value_option(name: str, help_text: str) -> Callable[[F], F]:
+    """A `BoolValueOption`: None when not given."""
+    return click.option(name, cls=BoolValueOption, default=None, help=help_text)
+
+
+class SkopeoCommand(click.Command):
+    """A command whose `BoolValueOption`s parse as skopeo's do (see `bare_bools_as_true`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, bare_bools_as_true(args, self.params))
+
+
+def bare_bools_as_true(args: list[str], params: Sequence[click.Parameter]) -> list[str]:
+    """Spell each bare `--tls-verify` (any `BoolValueOption`) as `--tls-verify=true`.
+
+    The values of other options (`--password --tls-verify`) and everything after `--` are
+    left as they are.
+    """
+    bools = {name for p in params if isinstance(p, BoolValueOption) for name in p.opts}
+    nargs = {
+        name: p.nargs
+        for p in params
+        if isinstance(p, click.Option) and not isinstance(p, BoolValueOption)
+        if not p.is_flag and not p.count
+        for name in p.opts
+    }
+    out: list[str] = []
+    rest = iter(args)
+    for arg in rest:
+        if arg == "--":
+            return [*out, arg, *rest]
+        out.append(f"{arg}=true" if arg in bools else arg)
+        out.extend(itertools.islice(rest, nargs.get(arg, 0)))
+    return out
+
+
+TLS_VERIFY_HELP = "Require HTTPS and verify certificates (false: skip verification, allow HTTP)."
 
 
 def _tls_mode(tls_verify: bool | None) -> TLSMode:
@@ -118,9 +177,10 @@ def _tls_mode(tls_verify: bool | None) -> TLSMode:
 
 
 def parse_creds(text: str, origin: str) -> Credentials:
-    username, sep, password = text.partition(":")
-    if not username or not sep:
-        raise click.BadParameter(f"{origin} must be USERNAME:PASSWORD")
+    """skopeo's `USERNAME[:PASSWORD]` (the password is empty when left out)."""
+    username, _, password = text.partition(":")
+    if not username:
+        raise click.BadParameter(f"{origin} must be USERNAME[:PASSWORD], with a username")
     return Credentials(username=username, password=Secret(password), origin=origin)
 
 
@@ -138,6 +198,7 @@ def registry_options(side: str, values: dict[str, Any]) -> RegistryOptions:
         )
     token = values.get(f"{p}registry_token")
     authfile = values.get(f"{p}authfile") or values.get("authfile")
+    retries = values.get("request_retries")  # --retry-times of a single-image command
     return RegistryOptions(
         tls=_tls_mode(values.get(f"{p}tls_verify")),
         cert_dir=values.get(f"{p}cert_dir"),
@@ -145,6 +206,7 @@ def registry_options(side: str, values: dict[str, Any]) -> RegistryOptions:
         authfile=authfile,
         no_creds=bool(values.get(f"{p}no_creds")),
         registry_token=Secret(token) if token else None,
+        request_attempts=None if retries is None else retries + 1,
     )
 
 
@@ -152,19 +214,11 @@ def registry_flags(side: str) -> Callable[[F], F]:
     """skopeo's per-side registry flags: `--src-tls-verify`, `--dest-creds`, ..."""
     dash = f"{side}-" if side else ""
     opts = [
-        click.option(
-            f"--{dash}tls-verify",
-            type=BOOL_VALUE,
-            is_flag=False,
-            flag_value="true",
-            default=None,
-            metavar="[=BOOL]",
-            help="Require HTTPS and verify certificates (false: skip verification, allow HTTP).",
-        ),
+        bool_value_option(f"--{dash}tls-verify", TLS_VERIFY_HELP),
         click.option(
             f"--{dash}cert-dir", type=click.Path(path_type=Path), help="certs.d directory."
         ),
-        click.option(f"--{dash}creds", metavar="USER:PASS", help="Credentials for the registry."),
+        click.option(f"--{dash}creds", metavar="USER[:PASS]", help="Credentials for the registry."),
         click.option(f"--{dash}username", help="Username (with --password)."),
         click.option(f"--{dash}password", help="Password (with --username)."),
         click.option(f"--{dash}registry-token", metavar="TOKEN", help="A bearer token to use."),
@@ -181,6 +235,17 @@ def registry_flags(side: str) -> Callable[[F], F]:
         return f
 
     return decorate
+
+
+def retry_times_flag(f: F) -> F:
+    """skopeo's `--retry-times N`: each registry request is tried at most N+1 times."""
+    return click.option(
+        "--retry-times",
+        "request_retries",
+        type=click.IntRange(0),
+        metavar="N",
+        help="Retries of a registry request that failed transiently (default 3).",
+    )(f)
 
 
 def authfile_flag(f: F) -> F:

@@ -19,6 +19,7 @@ from mirrord.cli.common import (
     pass_values,
     registry_flags,
     registry_options,
+    retry_times_flag,
     run,
 )
 from mirrord.cli.live import CopyPrinter
@@ -42,6 +43,20 @@ def _docker(text: str, default_tag: str | None = "latest") -> ImageReference:
     if not isinstance(location, DockerLocation):
         raise InvalidReference(f"{text}: this command needs a docker:// reference")
     return location.ref
+
+
+def _check_destination(text: str) -> None:
+    """A `docker://` destination names a tag or a digest, not both (skopeo refuses it too)."""
+    if text.startswith("docker://"):
+        ref = _docker(text, None)
+        if ref.tag and ref.digest:
+            raise InvalidReference(f"{text}: a copy destination names a tag or a digest, not both")
+
+
+def _copy_destination(dst: ImageReference, src: ImageReference) -> ImageReference:
+    """skopeo's rule: without a tag or digest the destination takes the source's tag, else
+    `latest` (pushed by digest alone, the image would be untagged: garbage to the registry)."""
+    return dst if dst.tag or dst.digest else dst.with_tag(src.tag or "latest")
 
 
 def platform_policy(values: dict[str, Any]) -> PlatformPolicy:
@@ -74,7 +89,13 @@ def _ref_in_repo(ref: ImageReference) -> str:
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--digestfile", type=click.Path(path_type=Path), help="Write the digest here.")
 @click.option("--force", is_flag=True, help="Copy even if the destination already has the image.")
+@click.option(
+    "--remove-signatures",
+    is_flag=True,
+    help="Accepted for skopeo compatibility: mirrord never copies signatures.",
+)
 @click.option("-f", "--format", "fmt", hidden=True)
+@retry_times_flag
 @authfile_flag
 @registry_flags("src")
 @registry_flags("dest")
@@ -87,6 +108,7 @@ def copy(values: dict[str, Any]) -> None:
     """
     if values.get("fmt"):
         fail("--format: mirrord never converts manifests (digests are always preserved)", 2)
+    _check_destination(values["destination"])
     if is_local(values["source"], values["destination"]):
         printer = CopyPrinter(values["quiet"])
         shown_src, shown_dst, result = copy_any(values, platform_policy(values), printer.blob)
@@ -94,15 +116,16 @@ def copy(values: dict[str, Any]) -> None:
         if values.get("digestfile"):
             values["digestfile"].write_text(result.digest)
         return
-    src, dst = _docker(values["source"]), _docker(values["destination"], None)
-    dst = dst if dst.tag or dst.digest else dst.with_tag(src.tag) if src.tag else dst
+    src = _docker(values["source"])
+    dst = _copy_destination(_docker(values["destination"], None), src)
     policy = platform_policy(values)
     options = {
         "source": registry_options("src", values),
         "destination": registry_options("dest", values),
     }
+    pool = ClientPool(lambda host, role: options[role])
     printer = CopyPrinter(values["quiet"])
-    result = run(_copy(src, dst, policy, options, printer, not values["force"]))
+    result = run(_copy(src, dst, policy, pool, printer, not values["force"]))
     printer.done(f"docker://{src}", f"docker://{dst}", result)
     if values.get("digestfile"):
         values["digestfile"].write_text(result.digest)
@@ -112,11 +135,11 @@ async def _copy(
     src: ImageReference,
     dst: ImageReference,
     policy: PlatformPolicy,
-    options: dict[str, RegistryOptions],
+    pool: ClientPool,
     printer: CopyPrinter,
     skip_unchanged: bool,
 ) -> CopyResult:
-    async with ClientPool(lambda host, role: options[role]) as pool:
+    async with pool:
         blobs = BlobService(MemoryBlobIndex(), asyncio.Semaphore(DEFAULT_BLOB_STREAMS))
         source = RegistrySource(pool.source(src.registry, src.repository), src.repository)
         destination = RegistryDestination(
@@ -140,6 +163,7 @@ async def _copy(
 @click.option("--raw", is_flag=True, help="Print the manifest (or index) bytes exactly.")
 @click.option("--config", "show_config", is_flag=True, help="Print the image config.")
 @click.option("-n", "--no-tags", is_flag=True, help="Do not list the repository's tags.")
+@retry_times_flag
 @authfile_flag
 @registry_flags("")
 @pass_values
@@ -242,6 +266,7 @@ def _summary(
 
 @main.command("list-tags")
 @click.argument("repository")
+@retry_times_flag
 @authfile_flag
 @registry_flags("")
 @pass_values
@@ -262,6 +287,7 @@ def list_tags(values: dict[str, Any]) -> None:
 
 @main.command()
 @click.argument("image")
+@retry_times_flag
 @authfile_flag
 @registry_flags("")
 @pass_values

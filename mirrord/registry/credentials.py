@@ -2,7 +2,8 @@
 
 1. inline credentials (skopeo-sync `credentials`, `--creds`), or a bearer `--registry-token`;
 2. one explicit auth file (`--authfile`, else `REGISTRY_AUTH_FILE`) - then only that file;
-3. otherwise `$XDG_RUNTIME_DIR/containers/auth.json`, `$XDG_CONFIG_HOME/containers/auth.json`,
+3. otherwise `$XDG_RUNTIME_DIR/containers/auth.json` (without XDG_RUNTIME_DIR, as under cron or
+   `su`: `/run/containers/$UID/auth.json`), `$XDG_CONFIG_HOME/containers/auth.json`,
    `$DOCKER_CONFIG/config.json` (or `~/.docker/config.json`), `~/.dockercfg`.
 
 In each file a `credHelpers` entry for the registry wins, then `auths` (most specific key first:
@@ -26,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mirrord.errors import ConfigError
+from mirrord.errors import ConfigError, LocalStorageError
 from mirrord.refs import DOCKER_HUB, normalize_registry
 from mirrord.registry.options import Credentials, RegistryOptions
 from mirrord.secret import Secret
@@ -37,14 +38,15 @@ HELPER_TIMEOUT = 15.0
 HELPER_OUTPUT_CAP = 64 * 1024
 AUTH_FILE_CAP = 4 * 1024 * 1024
 _DOCKER_HUB_HELPER_URL = "https://index.docker.io/v1/"
+PER_UID_AUTH_DIR = Path("/run/containers")  # containers/image's default without XDG_RUNTIME_DIR
 _warned_paths: set[Path] = set()
 
 
 def default_auth_files() -> list[Path]:
+    """Where credentials are searched for, in containers/image's order; `login` writes the
+    first."""
     home = Path.home()
-    files = []
-    if runtime := os.environ.get("XDG_RUNTIME_DIR"):
-        files.append(Path(runtime) / "containers" / "auth.json")
+    files = [_primary_auth_file()]
     config_home = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
     files.append(config_home / "containers" / "auth.json")
     docker_config = os.environ.get("DOCKER_CONFIG")
@@ -53,6 +55,12 @@ def default_auth_files() -> list[Path]:
     )
     files.append(home / ".dockercfg")
     return files
+
+
+def _primary_auth_file() -> Path:
+    if runtime := os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(runtime) / "containers" / "auth.json"
+    return PER_UID_AUTH_DIR / str(os.getuid()) / "auth.json"
 
 
 def auth_files(options: RegistryOptions) -> list[Path]:
@@ -124,7 +132,47 @@ def _read_auth_file(path: Path) -> dict[str, Any] | None:
         raise ConfigError(f"auth file {path}: not valid JSON") from None
     if not isinstance(parsed, dict):
         raise ConfigError(f"auth file {path}: expected a JSON object")
+    _check_shape(path, parsed)
     return parsed
+
+
+def _check_shape(path: Path, data: dict[str, Any]) -> None:
+    """Refuse wrongly typed values (as Go's json.Unmarshal does), naming the key, never the
+    value: it may be a credential."""
+    problem = _shape_problem(data)
+    if problem is not None:
+        raise ConfigError(f"auth file {path}: {problem}")
+
+
+def _shape_problem(data: dict[str, Any]) -> str | None:
+    if not _is(data.get("credsStore"), str):
+        return "'credsStore' must be a string (a helper name)"
+    helpers = data.get("credHelpers")
+    if not _is(helpers, dict):
+        return "'credHelpers' must be an object of registry: helper name"
+    for key, helper in (helpers or {}).items():
+        if not isinstance(helper, str):
+            return f"credHelpers[{key[:100]!r}] must be a string (a helper name)"
+    auths = data.get("auths")
+    if not _is(auths, dict):
+        return "'auths' must be an object of registry: entry"
+    problems = (_entry_problem(key, entry) for key, entry in (auths or {}).items())
+    return next(filter(None, problems), None)
+
+
+def _entry_problem(key: str, entry: Any) -> str | None:
+    where = f"auths[{key[:100]!r}]"
+    if not isinstance(entry, dict):
+        return f"{where} must be an object (with 'auth' or 'identitytoken')"
+    for field in ("auth", "identitytoken"):
+        if not _is(entry.get(field), str):
+            return f"{where}.{field} must be a string"
+    return None
+
+
+def _is(value: Any, kind: type) -> bool:
+    """JSON null counts as absent, as for Go's json.Unmarshal."""
+    return value is None or isinstance(value, kind)
 
 
 def _warn_if_exposed(path: Path, info: os.stat_result) -> None:
@@ -139,7 +187,7 @@ def _from_file(path: Path, host: str, keys: list[str]) -> Credentials | None:
         return None
     helpers = {_normalize_key(k): v for k, v in (data.get("credHelpers") or {}).items()}
     if helper := helpers.get(normalize_registry(host)):
-        return _from_helper(str(helper), host)
+        return _from_helper(helper, host)
     auths = {_normalize_key(k): v for k, v in (data.get("auths") or {}).items()}
     for key in keys:
         if isinstance(entry := auths.get(key), dict):
@@ -147,7 +195,7 @@ def _from_file(path: Path, host: str, keys: list[str]) -> Credentials | None:
             if creds is not None:
                 return creds
     if store := data.get("credsStore"):
-        return _from_helper(str(store), host)
+        return _from_helper(store, host)
     return None
 
 
@@ -156,7 +204,7 @@ def _from_entry(entry: dict[str, Any], origin: str) -> Credentials | None:
     username, password = "", ""
     if auth := entry.get("auth"):
         try:
-            decoded = base64.b64decode(str(auth), validate=True).decode()
+            decoded = base64.b64decode(auth, validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             raise ConfigError(f"{origin}: 'auth' is not base64 of user:password") from None
         username, _, password = decoded.partition(":")
@@ -208,6 +256,8 @@ def store_credentials(path: Path, host: str, username: str, password: Secret) ->
     """Add or replace the `auths` entry for `host` in `path` (atomic write, mode 0600)."""
     data = _read_auth_file(path) or {}
     auths = data.setdefault("auths", {})
+    if auths is None:
+        auths = data["auths"] = {}
     token = base64.b64encode(f"{username}:{password.reveal()}".encode()).decode()
     for key in _keys_for_host(auths, host):
         del auths[key]
@@ -235,6 +285,13 @@ def _keys_for_host(auths: dict[str, Any], host: str) -> list[str]:
 
 
 def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
+    try:
+        _write_json(path, data)
+    except OSError as exc:
+        raise LocalStorageError(f"auth file {path}: cannot write it ({exc.strerror})") from None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".auth-", suffix=".tmp")
     try:

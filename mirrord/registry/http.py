@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import re
@@ -243,7 +244,11 @@ class RegistryHttp:
         self.options = options
         self.role = role
         self.observer = observer
-        self.backoff = backoff
+        self.backoff = (
+            backoff
+            if options.request_attempts is None
+            else dataclasses.replace(backoff, attempts=options.request_attempts)
+        )
         self.gate = Gate(options.requests_per_second)
         # With a repository, an auth-file entry for its namespace (`host/ns`) applies too.
         self.auth = Authenticator(

@@ -44,3 +44,4 @@ class RegistryOptions:
     requests_per_second: float | None = None
     connections: int | None = None
     ratelimit_floor: int | None = None  # pause manifest GETs when ratelimit-remaining <= floor
+    request_attempts: int | None = None  # tries per request (--retry-times N: N+1); None: default
