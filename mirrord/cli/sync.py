@@ -137,6 +137,10 @@ def load_or_exit(load: Callable[[], MirrorConfig]) -> MirrorConfig:
 @click.option("--platform", metavar="OS/ARCH,...", help="Copy only these platforms.")
 @click.option("--preserve-digests", is_flag=True, help="Accepted: digests are always preserved.")
 @click.option("--keep-going", is_flag=True, help="Accepted: mirrord always keeps going.")
+@click.option(
+    "--remove-signatures", is_flag=True, help="Accepted: mirrord never copies signatures."
+)
+@click.option("-f", "--format", "fmt", hidden=True)
 @click.option("--dry-run", is_flag=True, help="Print what would be copied; copy nothing.")
 @click.option("--retry-times", type=click.IntRange(0), help="Retries per image (default 4).")
 @click.option("--digestfile", type=click.Path(path_type=Path), help="Write DIGEST REF lines.")
@@ -159,6 +163,8 @@ def sync(values: dict[str, Any]) -> None:
     0 when all succeeded, 3 when some failed, 2 for a bad configuration. `--src` and `--dest`
     also take dir, oci and registry-storage (local layouts; see README.md).
     """
+    if values.get("fmt"):
+        fail("--format: mirrord never converts manifests (digests are always preserved)", 2)
     if values["src_transport"] not in ("yaml", "docker") or values["dest_transport"] != "docker":
         from mirrord.cli.localsync import sync_local
 

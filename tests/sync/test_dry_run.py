@@ -59,3 +59,17 @@ def test_a_destination_on_the_source_host_gets_the_dest_flags_not_the_files_logi
     assert source.tls is TLSMode.SKOPEO_NO_VERIFY
     assert destination.credentials == writer
     assert destination.tls is TLSMode.VERIFY
+
+
+def test_skopeo_sync_flags_that_change_nothing_are_accepted_and_format_is_refused(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "sync.yml"
+    config.write_text("registry.example.com:\n  images:\n    team/app: [v1]\n")
+    args = ["sync", "--src", "yaml", "--dest", "docker", str(config), "mirror.example.com/m"]
+    accepted = mirrord(*args, "--remove-signatures", "--keep-going", "--dry-run")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "mirror.example.com/m/app:v1" in accepted.stdout
+    converted = mirrord(*args, "--format", "v2s2")
+    assert converted.returncode == 2
+    assert "never converts manifests" in converted.stderr
