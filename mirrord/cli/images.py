@@ -22,6 +22,7 @@ from mirrord.cli.common import (
     retry_times_flag,
     run,
 )
+from mirrord.cli.gotemplate import TemplateError, go_time, render
 from mirrord.cli.live import CopyPrinter
 from mirrord.cli.local import copy_any, inspect_any, is_local
 from mirrord.errors import IntegrityError, InvalidManifest, InvalidReference, ManifestUnknown
@@ -163,25 +164,54 @@ async def _copy(
 @click.option("--raw", is_flag=True, help="Print the manifest (or index) bytes exactly.")
 @click.option("--config", "show_config", is_flag=True, help="Print the image config.")
 @click.option("-n", "--no-tags", is_flag=True, help="Do not list the repository's tags.")
+@click.option(
+    "-f",
+    "--format",
+    "template",
+    metavar="TEMPLATE",
+    help="Print with a Go template, as skopeo: '{{.Digest}}', '{{index .Labels \"k\"}}'.",
+)
 @retry_times_flag
 @authfile_flag
 @registry_flags("")
 @pass_values
 def inspect(values: dict[str, Any]) -> None:
     """Show an image's manifest digest, platform, layers and config (like skopeo inspect)."""
+    if values["template"] and (values["raw"] or values["show_config"]):
+        fail("--format applies to the summary: not with --raw or --config", 2)
     if is_local(values["image"]):
-        click.echo(inspect_any(values, global_flags().system_platform()), nl=not values["raw"])
+        summary = inspect_any(values, global_flags().system_platform())
+        click.echo(_formatted(summary, values["template"]), nl=not values["raw"])
         return
     ref = _docker(values["image"])
     output = run(
         _inspect(ref, registry_options("", values), values, global_flags().system_platform())
     )
+    if isinstance(output, str):
+        output = _formatted(output, values["template"])
     if isinstance(output, bytes):  # --raw: the registry's bytes exactly, nothing added
         sys.stdout.flush()
         sys.stdout.buffer.write(output)
         sys.stdout.buffer.flush()
     else:
         click.echo(output)
+
+
+def _formatted(summary: str, template: str | None) -> str:
+    """The summary (JSON text) through `--format`'s template, with Go's types for its fields."""
+    if not template:
+        return summary
+    data = json.loads(summary)
+    for key in ("Labels",):
+        data[key] = data.get(key) or {}  # a nil map prints map[]
+    for key in ("RepoTags", "Layers", "LayersData", "Env"):
+        data[key] = data.get(key) or []
+    data.setdefault("Variant", "")
+    data["Created"] = go_time(data.get("Created"))
+    try:
+        return render(template, data)
+    except TemplateError as exc:
+        fail(f"--format: {exc}", 2)
 
 
 async def _inspect(

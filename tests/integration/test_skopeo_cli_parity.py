@@ -18,7 +18,7 @@ import pytest
 
 from tests.harness.faultproxy import MakeFaultProxy
 from tests.harness.images import Layout
-from tests.harness.skopeo import SkopeoError, inspect_raw, list_tags, seed
+from tests.harness.skopeo import SkopeoError, inspect_raw, list_tags, run_skopeo, seed
 from tests.integration.conftest import CORPUS_REPO, SeedCorpus
 from tests.integration.support import (
     Mirrord,
@@ -339,3 +339,41 @@ def test_ctrl_c_at_the_password_prompt_is_an_interrupt(cli: Mirrord, tmp_path: P
     assert b"mirrord: error: interrupted" in shown
     assert b"Aborted!" not in shown
     assert not authfile.exists()
+
+
+# ------------------------------------------------------------------------------------------
+# inspect --format: the Go templates scripts use
+# ------------------------------------------------------------------------------------------
+
+TEMPLATES = [
+    "{{.Digest}}",
+    "{{.Name}} {{.Architecture}}/{{.Os}}",
+    "{{.RepoTags}}",
+    "{{.Layers}} {{len .Layers}}",
+    '{{index .Labels "nope"}}|{{.Labels.nope}}',
+    "{{.Labels}}",
+    "{{.Created}}",
+    "{{ .Digest -}}  x",
+]
+
+
+@pytest.mark.parametrize("kind", ["docker", "list"])
+def test_inspect_format_prints_what_skopeo_prints(
+    kind: str, seed_corpus: SeedCorpus, cli: Mirrord
+) -> None:
+    source = seed_corpus("anonymous", kind)
+    for template in TEMPLATES:
+        args = ["inspect", "--format", template, *flags(source.registry), source.ref]
+        expected = run_skopeo(*args).stdout.decode()
+        assert cli(*args).ok().stdout == expected, template
+
+
+def test_an_unsupported_template_is_a_usage_error_naming_it(
+    seed_corpus: SeedCorpus, cli: Mirrord
+) -> None:
+    source = seed_corpus("anonymous", "docker")
+    result = cli(
+        "inspect", "--format", "{{range .Layers}}{{.}}{{end}}", *flags(source.registry), source.ref
+    )
+    assert result.returncode == 2, result.describe()
+    assert "{{range .Layers}} is not supported" in result.error_line()
