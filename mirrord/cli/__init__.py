@@ -85,16 +85,20 @@ def _import_for_good(module: str) -> None:
     "--insecure-policy", is_flag=True, hidden=True, help="Accepted for skopeo compatibility."
 )
 @click.option("--policy", hidden=True, help="Accepted for skopeo compatibility (ignored).")
+@click.option("--tmpdir", hidden=True, help="Accepted for skopeo compatibility (ignored).")
+@click.option("--registries.d", "registries_d", hidden=True, help="Accepted (ignored).")
+@click.option("--registries-conf", hidden=True, help="Accepted (ignored).")
+@click.option("--user-agent", hidden=True, help="Accepted (ignored).")
 @click.pass_context
 def main(
     ctx: click.Context,
+    /,
     debug: bool,
     command_timeout: float | None,
     override_os: str | None,
     override_arch: str | None,
     override_variant: str | None,
-    insecure_policy: bool,
-    policy: str | None,
+    **_skopeo_only: object,  # --insecure-policy, --policy, --tmpdir, ...: nothing to do here
 ) -> None:
     """Keep container registries mirrored: skopeo-sync YAML in, verified copies out."""
     setup_logging("debug" if debug else "warning")

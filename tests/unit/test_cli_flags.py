@@ -104,3 +104,19 @@ def test_default_auth_files_with_xdg_runtime_dir_are_unchanged(
         tmp_path / ".dockercfg",
     ]
     assert credentials.write_target(None) == tmp_path / "run/containers/auth.json"
+
+
+def test_skopeo_global_flags_that_mean_nothing_here_are_accepted(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mirrord.cli import main
+
+    manifest = tmp_path / "m.json"
+    manifest.write_bytes(b"{}")
+    ignored = ["--insecure-policy", "--policy", "p.json", "--tmpdir", str(tmp_path)]
+    ignored += ["--registries.d", str(tmp_path), "--user-agent", "cron/1"]
+    result = CliRunner().invoke(main, [*ignored, "manifest-digest", str(manifest)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(
+        "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+    )
