@@ -36,7 +36,15 @@ class TagRegex:
             reason = exc.args[0] if exc.args else "invalid"
             text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
             what, _, where = text.partition(": ")  # RE2 says "missing ]: [12"
-            raise TagRegexError(f"{what} in {where!r}" if where else what) from None
+            raise TagRegexError(f"{what} in {quoted(where)}" if where else what) from None
 
     def search(self, tag: str) -> bool:
         return self._compiled.search(tag) is not None
+
+
+def quoted(pattern: str) -> str:
+    """`pattern` in quotes as the user wrote it (repr() would double every backslash), unless
+    it holds a quote or an unprintable character: then repr(), which shows those safely."""
+    if pattern.isprintable() and "'" not in pattern:
+        return f"'{pattern}'"
+    return repr(pattern)

@@ -14,7 +14,7 @@ from mirrord.config.naming import Naming as Naming  # defined without pydantic, 
 from mirrord.errors import InvalidReference
 from mirrord.model import Platform, PlatformPolicy
 from mirrord.semver import Constraint, SemverError
-from mirrord.tagregex import TagRegex, TagRegexError
+from mirrord.tagregex import TagRegex, TagRegexError, quoted
 
 _DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d))+|0")
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
@@ -50,7 +50,7 @@ def compile_regex(value: Any) -> TagRegex:
     try:
         return TagRegex.compile(text)
     except TagRegexError as exc:
-        raise invalid(f"invalid regular expression {text!r}: {exc}") from None
+        raise invalid(f"invalid regular expression {quoted(text)}: {exc}") from None
 
 
 def parse_constraint(value: Any) -> Constraint:

@@ -28,7 +28,7 @@ from mirrord.config.problems import Invalid, Problems
 from mirrord.config.yamlsafe import Document, KeyPath, read_yaml
 from mirrord.errors import InvalidReference
 from mirrord.refs import DOCKER_HUB, ImageReference, is_tag
-from mirrord.tagregex import TagRegex, TagRegexError
+from mirrord.tagregex import TagRegex, TagRegexError, quoted
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -97,7 +97,7 @@ def parse_source(text: str) -> tuple[ImageReference, tuple[str, ...], str | None
         try:
             TagRegex.compile(regex[:-1])
         except TagRegexError as exc:
-            raise Invalid(f"invalid tag regex {regex[:-1]!r}: {exc}") from None
+            raise Invalid(f"invalid tag regex {quoted(regex[:-1])}: {exc}") from None
         return _name(_parse(name)), (), None, regex[:-1]
     first, *more = text.split(",")
     ref = _parse(first)
