@@ -38,8 +38,10 @@ class WebState:
 def _authorized(request: web.Request, token: Secret | None) -> bool:
     if token is None:
         return True
-    header = request.headers.get("Authorization", "")
-    return hmac.compare_digest(header.encode(), f"Bearer {token.reveal()}".encode())
+    # aiohttp decodes header bytes as UTF-8 with surrogateescape: encode them back the same way
+    # (a stray byte such as 0xff is then just a wrong token, not an error)
+    header = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(header, f"Bearer {token.reveal()}".encode())
 
 
 def make_app(state: WebState) -> web.Application:
@@ -68,9 +70,12 @@ def make_app(state: WebState) -> web.Application:
         wanted = request.query.get("state")
         try:
             job_state = JobState(wanted) if wanted else None
-            limit = min(int(request.query.get("limit", "100")), 1000)
+            limit = int(request.query.get("limit", "100"))
         except ValueError:
             return web.json_response({"error": "bad state or limit"}, status=400)
+        if limit < 1:
+            return web.json_response({"error": "limit must be at least 1"}, status=400)
+        limit = min(limit, 1000)
         found = await state.store.queue.jobs(job_state, limit=limit)
         return web.json_response({"jobs": [job_facts(j) for j in found]})
 

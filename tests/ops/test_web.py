@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -104,5 +105,35 @@ async def test_api_jobs_refuses_unknown_states(store: Store) -> None:
                 assert resp.status == 400
             async with session.get(f"{base}/api/jobs?state=failed&limit=5") as resp:
                 assert (resp.status, await resp.json()) == (200, {"jobs": []})
+    finally:
+        await runner.cleanup()
+
+
+async def test_api_jobs_refuses_limits_below_one_and_beyond_any_integer(store: Store) -> None:
+    runner, base = await _serve(WebState(store, Metrics(), lambda: True, Secret(TOKEN)))
+    try:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            for limit in ("-1", "0", "-9223372036854775809", "99999999999999999999999"):
+                async with session.get(f"{base}/api/jobs?limit={limit}") as resp:
+                    expected = 200 if limit.startswith("9") else 400  # huge: capped at 1000
+                    assert resp.status == expected, limit
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_token_header_with_a_stray_byte_is_refused_not_an_error(store: Store) -> None:
+    runner, base = await _serve(WebState(store, Metrics(), lambda: True, Secret(TOKEN)))
+    try:
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"GET /api/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        await writer.drain()
+        status_line = await reader.readline()
+        writer.close()
+        assert status_line.split()[1] == b"401"
     finally:
         await runner.cleanup()
