@@ -7,7 +7,10 @@ Lifecycle:
   systemd's `Restart=on-failure` starts it again; they are supervised, not fire-and-forget.
 - SIGTERM/SIGINT: stop claiming, let running copies finish for up to `drain` seconds, hand the
   rest back to the queue, exit 0.
-- SIGHUP: reload the config; an invalid new config is refused (logged), the old one kept.
+- SIGHUP: reload the config; an invalid new config is refused (logged), the old one kept. The
+  HTTP token is re-read; `listen`, `database` and `log` take effect at the next start (said so).
+- systemd (`Type=notify`): READY=1 once the signals are handled, so a `systemctl reload` sent
+  while starting waits for it instead of killing the process with SIGHUP's default action.
 - SIGKILL: nothing to do here by design. Leases expire and the next start (or another daemon)
   requeues the jobs; blobs already in the destination are found by the blob index and HEAD.
 """
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -70,7 +75,10 @@ class Daemon:
             pool = WorkerPool(store, runner, pool_settings(self.config), events)
             self.pool, self.engine = pool, engine
             self.scheduler = Scheduler(store, self.current_config, pool.wake)
-            web_runner = await self._serve(store)
+            self.web = WebState(
+                store, self.metrics, lambda: self.scheduler.running, self.config.http_token
+            )
+            web_runner = await self._serve()
             try:
                 await self._supervise(store, pool)
             finally:
@@ -84,17 +92,15 @@ class Daemon:
     def _wake(self) -> None:
         self.pool.wake()
 
-    async def _serve(self, store: Store) -> web.AppRunner:
-        state = WebState(
-            store, self.metrics, lambda: self.scheduler.running, self.config.http_token
-        )
+    async def _serve(self) -> web.AppRunner:
         host, port = self.config.listen
-        runner = await serve(make_app(state), host, port)
+        runner = await serve(make_app(self.web), host, port)
         log.info("serving /metrics, /healthz, /readyz and /api on %s:%d", host, port)
         return runner
 
     async def _supervise(self, store: Store, pool: WorkerPool) -> None:
         self._install_signals()
+        notify_systemd("READY=1")
         self._spawn("scheduler", self.scheduler.run())
         self._spawn("workers", pool.run())
         self._spawn("heartbeat", pool.heartbeat())
@@ -135,6 +141,7 @@ class Daemon:
 
     def stop(self) -> None:
         log.info("stopping: draining running jobs (up to %.0fs)", self.drain_seconds)
+        notify_systemd("STOPPING=1")
         self._stop.set()
 
     def reload(self) -> None:
@@ -144,7 +151,11 @@ class Daemon:
             problems = getattr(exc, "problems", (str(exc),))
             log.error("reload refused, keeping the running config: %s", "; ".join(problems))
             return
+        for setting in ("listen", "database", "log"):
+            if getattr(new, setting) != getattr(self.config, setting):
+                log.warning("%s changed: it takes effect when mirrord restarts", setting)
         self.config = new
+        self.web.token = new.http_token
         self.engine.reconfigure(self._options_for)
         self.pool.settings = pool_settings(new)
         self.scheduler.reschedule()
@@ -176,3 +187,17 @@ def _why(task: asyncio.Task[Any]) -> str:
         return "was cancelled"
     exc = task.exception()
     return f"died: {exc}" if exc is not None else "returned"
+
+
+def notify_systemd(state: str) -> None:
+    """Tell systemd (`Type=notify`) about a state change; nothing without $NOTIFY_SOCKET."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    address = "\0" + path[1:] if path.startswith("@") else path  # an abstract socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        log.warning("could not notify systemd (%s): %s", state, exc)

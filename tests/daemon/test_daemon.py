@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import sqlite3
+import urllib.error
+import urllib.request
 from collections import Counter
+from pathlib import Path
+
+import pytest
 
 from mirrord.store import JobKind, JobState
 from tests.daemon.conftest import (
@@ -169,5 +175,61 @@ def test_a_transient_503_is_retried_and_a_missing_tag_fails_alone(
     retried = [job for job in env.jobs() if job.state is JobState.SUCCEEDED and job.attempts > 1]
     assert retried  # the 503s cost attempts, not the result
     assert src_proxy.count(status=503) == 7
+    env.signal(signal.SIGTERM)
+    assert env.wait() == 0
+
+
+def test_systemd_hears_ready_only_once_a_reload_is_safe_and_stopping_on_sigterm(
+    daemon_env: tuple[DaemonEnv, FaultProxy, FaultProxy],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Type=notify: systemd holds a `reload` back until READY=1. Before the signal handlers
+    are in, SIGHUP's default action would kill the daemon (exit 129, which
+    Restart=on-failure does not restart)."""
+    env, _, _ = daemon_env
+    env.write_config(env.skopeo_source({REPOS[0]: ["v0.0.0"]}))
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(60)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    with notify:
+        env.start()
+        assert notify.recv(256) == b"READY=1"
+        env.signal(signal.SIGHUP)  # the moment systemd would let `reload` through
+        wait_until(lambda: "configuration reloaded" in env.log.read_text())
+        env.signal(signal.SIGTERM)
+        assert notify.recv(256) == b"STOPPING=1"
+    assert env.wait() == 0
+
+
+def test_sighup_applies_a_new_http_token_and_names_settings_that_need_a_restart(
+    daemon_env: tuple[DaemonEnv, FaultProxy, FaultProxy],
+) -> None:
+    env, _, _ = daemon_env
+    token_file = env.workdir / "http.token"
+    token_file.write_text("old-token-1\n")
+    token_file.chmod(0o600)
+    sources = env.skopeo_source({REPOS[0]: ["v0.0.0"]})
+    env.write_config(sources, extra="http: {token-file: http.token}\n")
+    env.start()
+
+    def status(token: str) -> int:
+        request = urllib.request.Request(
+            f"http://{env.listen}/api/status", headers={"Authorization": f"Bearer {token}"}
+        )
+        try:
+            with urllib.request.urlopen(request) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert status("old-token-1") == 200
+    token_file.write_text("new-token-2\n")  # the old one leaked: revoke it
+    env.config.write_text(env.config.read_text().replace("level: info", "level: debug"))
+    env.signal(signal.SIGHUP)
+    wait_until(lambda: "configuration reloaded" in env.log.read_text())
+    assert (status("old-token-1"), status("new-token-2")) == (401, 200)
+    assert "log changed: it takes effect when mirrord restarts" in env.log.read_text()
     env.signal(signal.SIGTERM)
     assert env.wait() == 0
