@@ -92,8 +92,11 @@ def next_tick(schedule: ScheduleSpec, last: float | None, now: float) -> float:
         return now if last is None else last + schedule.interval.total_seconds()
     assert schedule.cron is not None
     from croniter import croniter  # loaded only for cron schedules
+    from dateutil.tz import tzlocal
 
-    start = datetime.fromtimestamp(now).astimezone()
+    # The local zone with its rules (tzlocal), not today's fixed offset (astimezone()): a
+    # `0 9 * * *` stays at 09:00 across a daylight-saving change.
+    start = datetime.fromtimestamp(now, tzlocal())
     return float(croniter(schedule.cron, start).get_next(float))
 
 
