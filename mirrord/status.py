@@ -103,7 +103,7 @@ def render_jobs(jobs: list[Job]) -> str:
         return "no jobs"
     rows = [("ID", "STATE", "KIND", "TRIES", "KEY", "RESULT")]
     for job in jobs:
-        result = job.outcome or (f"{job.reason}: {job.error}" if job.reason else "")
+        result = job.outcome or ": ".join(part for part in (job.reason, job.error) if part)
         rows.append(
             (
                 str(job.id),

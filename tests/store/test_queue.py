@@ -318,3 +318,14 @@ async def test_succeed_many_records_owned_jobs_and_their_tags_in_one_go(store: S
     run = await q.run(run_id)
     assert run is not None
     assert (run.status, run.jobs_succeeded, run.jobs_cancelled) == (RunStatus.SUCCEEDED, 2, 1)
+
+
+async def test_a_cancelled_job_shows_its_reason_alone_in_the_jobs_table(store: Store) -> None:
+    from mirrord.status import render_jobs
+
+    q = store.queue
+    [job_id] = (await q.enqueue(copy_jobs(1))).job_ids
+    assert await q.cancel(job_id)
+    [row] = render_jobs(await q.jobs()).splitlines()[1:]
+    assert row.rstrip().endswith("cancelled")
+    assert "None" not in row
