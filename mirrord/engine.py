@@ -8,8 +8,9 @@ the global limit on blob streams. A job hands it a CopyRequest; it returns a Cop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from mirrord.blobs import INDEX_TTL, BlobService
@@ -169,15 +170,42 @@ class Engine:
         self.pool = ClientPool(options_for, observer)
         self.index = StoreBlobIndex(store.blobs)
         self.blobs = BlobService(self.index, asyncio.Semaphore(limits.blobs), observer)
-        self._retired: list[ClientPool] = []
+        self._users: dict[ClientPool, int] = {}  # pool -> jobs running with it
+        self._retired: set[ClientPool] = set()  # replaced by a reload, still in use
+        self._closing: set[asyncio.Task[None]] = set()
 
     def reconfigure(self, options_for: OptionsFor) -> None:
-        """New registry settings for jobs started from now on (running ones keep theirs)."""
-        self._retired.append(self.pool)
-        self.pool = ClientPool(options_for, self.observer)
+        """New registry settings for jobs started from now on (running ones keep theirs; the
+        old pool's connections close when its last job ends)."""
+        old, self.pool = self.pool, ClientPool(options_for, self.observer)
+        if old in self._users:
+            self._retired.add(old)
+        else:
+            self._close_soon(old)
+
+    def _close_soon(self, pool: ClientPool) -> None:
+        task = asyncio.create_task(pool.close(), name="close-retired-pool")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    @contextlib.contextmanager
+    def _job_pool(self) -> Iterator[ClientPool]:
+        """The pool one job runs with, counted, so that a retired one is closed after it."""
+        pool = self.pool
+        self._users[pool] = self._users.get(pool, 0) + 1
+        try:
+            yield pool
+        finally:
+            self._users[pool] -= 1
+            if not self._users[pool]:
+                del self._users[pool]
+                if pool in self._retired:
+                    self._retired.discard(pool)
+                    self._close_soon(pool)
 
     async def close(self) -> None:
         await self.index.flush()
+        await asyncio.gather(*self._closing)
         for pool in (*self._retired, self.pool):
             await pool.close()
 
@@ -194,21 +222,20 @@ class Engine:
                 duration=0.0,
                 note="immutable tag already mirrored",
             )
-        source = RegistrySource(
-            self.pool.source(request.source.registry), request.source.repository
-        )
-        destination = RegistryDestination(
-            self.pool.destination(dst.registry), dst.repository, self.blobs
-        )
-        return await copy_image(
-            source,
-            request.source.reference,
-            destination,
-            dst.digest or dst.tag,
-            request.platforms,
-            on_bytes=self._counter(request),
-            on_blob=lambda desc, outcome: self.observer.blob_placed(outcome.value),
-        )
+        with self._job_pool() as pool:
+            source = RegistrySource(pool.source(request.source.registry), request.source.repository)
+            destination = RegistryDestination(
+                pool.destination(dst.registry), dst.repository, self.blobs
+            )
+            return await copy_image(
+                source,
+                request.source.reference,
+                destination,
+                dst.digest or dst.tag,
+                request.platforms,
+                on_bytes=self._counter(request),
+                on_blob=lambda desc, outcome: self.observer.blob_placed(outcome.value),
+            )
 
     def _counter(self, request: CopyRequest) -> Callable[[int], None]:
         src, dst = request.source.registry, request.destination.registry
@@ -227,6 +254,8 @@ class Engine:
 
     async def list_and_plan(self, selection: RepoSelection) -> tuple[CopyRequest, ...]:
         """List a selection's repository and return the copies it selects."""
-        client = self.pool.source(selection.source.registry)
-        tags = await client.list_tags(selection.source.repository)
+        with self._job_pool() as pool:
+            tags = await pool.source(selection.source.registry).list_tags(
+                selection.source.repository
+            )
         return copies_for(selection, tags)

@@ -233,3 +233,30 @@ def test_sighup_applies_a_new_http_token_and_names_settings_that_need_a_restart(
     assert "log changed: it takes effect when mirrord restarts" in env.log.read_text()
     env.signal(signal.SIGTERM)
     assert env.wait() == 0
+
+
+def test_reloads_do_not_leak_the_connections_of_the_pools_they_replace(
+    daemon_env: tuple[DaemonEnv, FaultProxy, FaultProxy],
+) -> None:
+    env, _, _ = daemon_env
+    env.write_config(env.skopeo_source({REPOS[0]: ["v0.0.0"]}))
+    process = env.start()
+    wait_until(lambda: settled(env, 1))
+
+    def sockets() -> int:
+        fds = Path(f"/proc/{process.pid}/fd")
+        return sum(1 for fd in fds.iterdir() if str(fd.readlink()).startswith("socket:"))
+
+    def reload_and_sync(n: int) -> None:
+        env.signal(signal.SIGHUP)
+        wait_until(lambda: env.log.read_text().count("configuration reloaded") == n)
+        assert env.mirrord("enqueue").returncode == 0
+        wait_until(lambda: len({j.run_id for j in env.jobs()}) == n + 1 and settled(env, 1))
+
+    reload_and_sync(1)  # connections of a warm daemon: one pool, open
+    before = sockets()
+    for n in range(2, 12):
+        reload_and_sync(n)
+    assert sockets() <= before + 2  # each replaced pool closed, not kept until exit
+    env.signal(signal.SIGTERM)
+    assert env.wait() == 0
