@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from prometheus_client import (
@@ -234,13 +235,22 @@ class Metrics(Observer, JobEvents):
 
     # -- gauges from the database --------------------------------------------------------------
 
-    async def refresh_from(self, store: Store) -> None:
+    async def refresh_from(self, store: Store, sources: Collection[str] | None = None) -> None:
+        """Set the gauges from the database. With `sources` (the configured ones), a source
+        that left the configuration, or whose history was pruned, stops being exported: its
+        last status must not keep an alert firing."""
         counts = await store.queue.counts_by_state()
         for state in JobState:
             self.jobs.labels(state.value).set(counts.get(state, 0))
         self.queue_depth.set(counts.get(JobState.QUEUED, 0))
         self.queue_oldest.set(await store.queue.oldest_queued_age() or 0.0)
-        for source in await store.queue.source_status():
+        reported = [
+            s
+            for s in await store.queue.source_status()
+            if sources is None or (s.source_name or "-") in sources
+        ]
+        self._forget_sources_but({s.source_name or "-" for s in reported})
+        for source in reported:
             name = source.source_name or "-"
             if source.last_success_at is not None:
                 self.source_last_success.labels(name).set(source.last_success_at)
@@ -250,16 +260,36 @@ class Metrics(Observer, JobEvents):
                     value = 1 if source.last_run_status.value == status else 0
                     self.source_last_status.labels(name, status).set(value)
 
-    async def keep_fresh(self, store: Store, every: float = 10.0, gap: float = 2.0) -> None:
+    def _forget_sources_but(self, names: set[str]) -> None:
+        per_source = (self.source_last_success, self.source_pending, self.source_last_status)
+        for gauge in per_source:
+            for labels in gauge_label_sets(gauge):
+                if labels[0] not in names:
+                    gauge.remove(*labels)
+
+    async def keep_fresh(
+        self,
+        store: Store,
+        every: float = 10.0,
+        gap: float = 2.0,
+        sources: Callable[[], Collection[str]] | None = None,
+    ) -> None:
         """Refresh the database gauges forever (run as a background task): every `every`
         seconds, and soon after a job ends, but at most once per `gap` seconds, so a burst of
         finishing jobs costs a few queries, not one per job."""
         while True:
             self._dirty.clear()
             try:
-                await self.refresh_from(store)
+                await self.refresh_from(store, sources() if sources else None)
             except Exception as exc:  # a failed refresh must not stop the daemon
                 log.warning("metrics refresh failed: %s", exc)
             await asyncio.sleep(gap)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), every - gap)
+
+
+def gauge_label_sets(gauge: Gauge) -> set[tuple[str, ...]]:
+    """The label values of every series `gauge` exports now, in its label order."""
+    return {
+        tuple(sample.labels.values()) for metric in gauge.collect() for sample in metric.samples
+    }
