@@ -362,10 +362,10 @@ def test_inspect_format_prints_what_skopeo_prints(
     kind: str, seed_corpus: SeedCorpus, cli: Mirrord
 ) -> None:
     source = seed_corpus("anonymous", kind)
-    for template in TEMPLATES:
-        args = ["inspect", "--format", template, *flags(source.registry), source.ref]
-        expected = run_skopeo(*args).stdout.decode()
-        assert cli(*args).ok().stdout == expected, template
+    template = "|".join(TEMPLATES)  # one run of each tool for all of them
+    args = ["inspect", "--format", template, *flags(source.registry), source.ref]
+    expected = run_skopeo(*args).stdout.decode()
+    assert cli(*args).ok().stdout.split("|") == expected.split("|")
 
 
 def test_an_unsupported_template_is_a_usage_error_naming_it(
