@@ -33,12 +33,12 @@ class StoreBlobIndex:
     The first question about a digest loads every location of it on that registry; later
     questions are answered from memory, and an entry older than the TTL counts as unknown (a
     HEAD or a mount checks it again). A failed read leaves its digests unknown until the next
-    question: those blobs are decided by HEAD, not failed. The digests asked about while a load runs (every job
-    starting its blobs at once) are loaded together by the next query, so one lookup at a time
-    reaches the database and a burst of lookups waits for one or two queries, not for a
-    connection each. New locations are written in batches in the background (the index is a
-    hint: losing the last few in a crash costs a HEAD or an upload, never correctness). A copy
-    of a few hundred blobs then costs a few queries, not thousands.
+    question: those blobs are decided by HEAD, not failed. The digests asked about while a
+    load runs (every job starting its blobs at once) are loaded together by the next query, so
+    one lookup at a time reaches the database and a burst of lookups waits for one or two
+    queries, not for a connection each. New locations are written in batches in the
+    background (the index is a hint: losing the last few in a crash costs a HEAD or an upload,
+    never correctness). A copy of a few hundred blobs then costs a few queries, not thousands.
     """
 
     FLUSH_EVERY = 0.2
