@@ -4,7 +4,8 @@ For each blob a destination repository needs, in order of cost:
 1. the blob-location index says the repository has it: nothing to do (0 requests);
 2. another repository of the same registry has it (index, or the source repo when source and
    destination are one registry): cross-repository mount, 1 request; a refused mount's 202
-   upload session is reused;
+   upload session is reused (a session left unused, by the next candidate, a HEAD that finds
+   the blob or a failed upload, is cancelled: no partial upload waits for the registry's purge);
 3. HEAD the destination: present -> done;
 4. stream GET -> PUT, verified while streaming.
 
@@ -214,12 +215,18 @@ class BlobService:
             return session
         size = await client.head_blob(repo, desc.digest)
         if size == desc.size:
+            if session is not None:
+                await client.cancel_upload(session)
             await self.index.record(client.host, repo, desc.digest, desc.size, "head")
             return BlobOutcome.SKIPPED_HEAD
         if session is None:
             session = await client.start_upload(repo, desc.digest)
         assert session is not None
-        await self._upload(client, session, desc, source, counter)
+        try:
+            await self._upload(client, session, desc, source, counter)
+        except Exception:
+            await client.cancel_upload(session)  # its partial data; a retry opens a new session
+            raise
         await self.index.record(client.host, repo, desc.digest, desc.size, "upload")
         return BlobOutcome.UPLOADED
 
@@ -236,8 +243,12 @@ class BlobService:
     async def _try_mounts(
         self, client: RegistryClient, repo: str, desc: Descriptor, source: ImageSource
     ) -> BlobOutcome | UploadSession | None:
+        """Mount from the best known repositories; a refused mount's session is kept for the
+        upload, and one superseded by the next candidate's is cancelled."""
         session: UploadSession | None = None
         for candidate in await self._candidates(client, repo, desc, source):
+            if session is not None:
+                await client.cancel_upload(session)
             session = await client.start_upload(repo, desc.digest, mount_from=candidate)
             if session is None:
                 await self.index.record(client.host, repo, desc.digest, desc.size, "mount")

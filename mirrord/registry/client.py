@@ -292,6 +292,23 @@ class RegistryClient:
                 )
             return UploadSession(target, repo)
 
+    async def cancel_upload(self, session: UploadSession) -> None:
+        """Best effort: DELETE an upload session that will not be finished, so its partial data
+        does not sit in the registry's storage until a purge (one attempt; failures logged)."""
+        try:
+            async with self.http.open(
+                "DELETE",
+                session.location,
+                scopes=_push(session.repository),
+                method_class="upload",
+                what=f"cancel upload to {session.repository}",
+                expect=(200, 202, 204, 404),
+                retry=False,
+            ):
+                pass
+        except MirrordError as exc:
+            log.debug("%s: cancelling an upload to %s: %s", self.host, session.repository, exc)
+
     async def finish_upload(
         self, session: UploadSession, digest: str, size: int, body: bytes | AsyncIterable[bytes]
     ) -> None:

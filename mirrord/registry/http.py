@@ -362,13 +362,15 @@ class RegistryHttp:
         headers: Mapping[str, str] | None = None,
         body: Body = None,
         expect: tuple[int, ...] = (200,),
+        retry: bool = True,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send a request (retrying transient failures when the body can be replayed).
 
         Yields the response once its status is in `expect`; any other status raises the
-        matching RegistryError. The caller reads the body inside the `async with`.
+        matching RegistryError. The caller reads the body inside the `async with`. With
+        `retry=False` one attempt is made (a best-effort request must not wait out backoffs).
         """
-        replayable = body is None or isinstance(body, bytes)
+        replayable = retry and (body is None or isinstance(body, bytes))
         attempt = 0
         while True:
             try:

@@ -218,6 +218,62 @@ async def test_refused_mount_becomes_an_upload_through_the_same_session(
     assert await index.mount_candidates(proxy.host, digest, "mirror/app", 3) == []
 
 
+def _open_uploads(registry: RegistryServer, repo: str) -> list[str]:
+    """Upload sessions whose data the registry keeps for `repo` (started, never finished or
+    cancelled; Distribution 2.8 leaves a cancelled session's empty hash-state directory)."""
+    uploads = registry.storage_dir / "docker/registry/v2/repositories" / repo / "_uploads"
+    return sorted(p.parent.name for p in uploads.glob("*/data"))
+
+
+async def test_sessions_of_refused_mounts_left_unused_are_cancelled(
+    seed_corpus: SeedCorpus,
+    make_registry: MakeRegistry,
+    fault_proxy: MakeFaultProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two stale candidates: the first refused mount's session is cancelled when the second is
+    tried, the second's carries the upload; no partial upload is left in the registry."""
+    # Blobs from 100 kB are worth two mount candidates; the corpus's layers are smaller.
+    monkeypatch.setattr("mirrord.blobs.mount_budget", lambda size: 2)
+    source = seed_corpus("anonymous", "oci")
+    dest = make_registry("anonymous")
+    proxy = fault_proxy(dest)
+    digest = max(source.image.blobs, key=lambda d: source.image.blobs[d])
+    size = source.image.blobs[digest]
+    index = MemoryBlobIndex()
+    await index.record(proxy.host, "elsewhere/one", digest, size, "upload")
+    await index.record(proxy.host, "elsewhere/two", digest, size, "upload")
+
+    outcome = await _ensure_blob(source.registry, proxy, digest, size, index)
+
+    assert outcome is BlobOutcome.UPLOADED
+    posts = proxy.records(method="POST", path=r"/blobs/uploads/")
+    assert [(p.query.startswith("mount="), p.status) for p in posts] == [(True, 202), (True, 202)]
+    assert [d.status for d in proxy.records(method="DELETE")] == [204]
+    assert dest.blob_path(digest).exists()
+    assert _open_uploads(dest, "mirror/app") == []
+
+
+async def test_a_failed_upload_cancels_its_session_before_the_retry(
+    seed_corpus: SeedCorpus, make_registry: MakeRegistry, fault_proxy: MakeFaultProxy
+) -> None:
+    source = seed_corpus("anonymous", "oci")
+    dest = make_registry("anonymous")
+    proxy = fault_proxy(dest)
+    digest = max(source.image.blobs, key=lambda d: source.image.blobs[d])
+    proxy.respond(500, method="PUT", path=r"/blobs/uploads/", times=1)
+
+    outcome = await _ensure_blob(
+        source.registry, proxy, digest, source.image.blobs[digest], MemoryBlobIndex()
+    )
+
+    assert outcome is BlobOutcome.UPLOADED
+    assert [p.status for p in proxy.records(method="PUT")] == [500, 201]
+    assert [d.status for d in proxy.records(method="DELETE")] == [204]
+    assert dest.blob_path(digest).exists()
+    assert _open_uploads(dest, "mirror/app") == []
+
+
 async def test_a_mount_that_keeps_failing_becomes_a_plain_upload(
     seed_corpus: SeedCorpus, make_registry: MakeRegistry, fault_proxy: MakeFaultProxy
 ) -> None:
