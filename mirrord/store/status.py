@@ -126,15 +126,22 @@ def _failed_jobs() -> ColumnElement[int]:
     return func.sum(case((has_state(J.state, JobState.FAILED), 1), else_=0))
 
 
+def _unfinished_jobs() -> ColumnElement[int]:
+    return func.sum(case((has_state(J.state, JobState.FAILED, *ACTIVE_STATES), 1), else_=0))
+
+
 async def _last_clean_run_end(conn: AsyncConnection) -> dict[str, float]:
-    """Per source, the end of the newest completed (not cancelled) run in which none of its
-    jobs failed."""
+    """Per source, when the newest completed (not cancelled) run had all its jobs of that
+    source done: the run's end, or later if a failed job of it was retried and succeeded (a
+    run with a job still failed, or retried and not yet done, does not count)."""
+    last_job = func.max(J.finished_at)
+    done_at = case((last_job > R.finished_at, last_job), else_=R.finished_at)
     per_run = (
-        select(J.source_name.label("source_name"), R.finished_at.label("finished_at"))
+        select(J.source_name.label("source_name"), done_at.label("finished_at"))
         .join(runs, J.run_id == R.id)
         .where(R.status.in_([RunStatus.SUCCEEDED.value, RunStatus.FAILED.value]))
         .group_by(J.source_name, R.id, R.finished_at)
-        .having(_failed_jobs() == 0)
+        .having(_unfinished_jobs() == 0)
         .subquery()
     )
     statement = select(per_run.c.source_name, func.max(per_run.c.finished_at)).group_by(

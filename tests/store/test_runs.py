@@ -152,6 +152,26 @@ async def test_source_status_tells_sources_apart(store: Store, clock: FakeClock)
     assert await q.last_success_by_source() == {"hub": first_end, "quay": first_end}
 
 
+async def test_a_retried_job_that_succeeds_makes_its_source_succeed_when_it_does(
+    store: Store, clock: FakeClock
+) -> None:
+    q = store.queue
+    run_id = await q.create_run("schedule")
+    await q.enqueue(copy_jobs(2, "quay/b", source="quay"), run_id)
+    await q.close_run(run_id)
+    await _work_off(store, failures=("quay/b:t1",))
+    [failed] = [job for job in await q.jobs() if job.state is JobState.FAILED]
+    clock.advance(3600)
+
+    await q.retry(failed.id)
+    [quay] = await q.source_status()
+    assert quay.last_success_at is None  # retried, not done yet
+    await _work_off(store)
+
+    [quay] = await q.source_status()
+    assert quay.last_success_at == clock.now  # when the source became whole, not the run's end
+
+
 async def test_prune_deletes_only_old_finished_jobs_and_runs(
     store: Store, clock: FakeClock
 ) -> None:
