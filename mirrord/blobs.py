@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mirrord.errors import IntegrityError, MirrordError
-from mirrord.manifests import Descriptor
+from mirrord.manifests import Descriptor, Manifest
 from mirrord.registry.client import RegistryClient, UploadSession
 from mirrord.registry.events import NULL_OBSERVER, Observer
 from mirrord.retry import BackoffPolicy, retry_delay
@@ -154,6 +154,12 @@ class BlobService:
         self.streams = streams
         self.observer = observer
         self._flights: dict[tuple[str, str], asyncio.Event] = {}
+
+    async def referenced(self, host: str, repo: str, manifest: Manifest) -> None:
+        """Record the blobs of a manifest `repo` accepted as referenced there."""
+        for desc in manifest.blobs:
+            if desc.distributable:
+                await self.index.record(host, repo, desc.digest, desc.size, "manifest-put")
 
     async def ensure(
         self,

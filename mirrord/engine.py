@@ -119,11 +119,13 @@ class StoreBlobIndex:
         return [loc.repo for loc in rank_candidates(others, exclude_repo)[:limit]]
 
     async def record(self, registry: str, repo: str, digest: str, size: int, source: str) -> None:
-        location = BlobLocation(
-            registry, repo, digest, size, BlobState.PRESENT, BlobSource(source), self._clock()
-        )
+        kind = BlobSource(source)
+        # Blobs of a manifest the registry accepted are referenced: some registries (ECR) mount
+        # only those, so mount candidates rank them first.
+        state = BlobState.REFERENCED if kind is BlobSource.MANIFEST_PUT else BlobState.PRESENT
+        location = BlobLocation(registry, repo, digest, size, state, kind, self._clock())
         self._known.setdefault((registry, digest), {})[repo] = location
-        self._pending.append(BlobRecord(registry, repo, digest, size, BlobSource(source)))
+        self._pending.append(BlobRecord(registry, repo, digest, size, kind, state))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_behind(), name="blob-index")
 

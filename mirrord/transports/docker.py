@@ -120,6 +120,7 @@ class RegistryDestination:
                 f"{self.description}: registry stored manifest as {returned}, "
                 f"expected {manifest.digest}"
             )
+        await self.blobs.referenced(self.client.host, self.repo, manifest)
 
     async def forget_blobs(self, digests: tuple[str, ...]) -> None:
         for digest in digests:

@@ -3,9 +3,12 @@ across runs, a 429 storm pauses every worker together, immutable tags cost no re
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import subprocess
 import sys
 
+from mirrord.store.records import BlobState
 from tests.daemon.conftest import REPOS, Corpus, DaemonEnv, destination_digest
 from tests.harness.faultproxy import FaultProxy
 
@@ -32,6 +35,10 @@ def test_the_blob_index_survives_a_restart_and_drives_mounts_on_the_next_run(
     assert sync(env).returncode == 0
     first_uploads = uploads(dst_proxy)
     assert first_uploads == len(corpus.tags[f"{repo}:v0.0.0"].blobs)
+    with contextlib.closing(sqlite3.connect(env.workdir / "mirrord.db")) as db:
+        states = db.execute("SELECT state, source FROM blob_locations")
+        # The accepted manifest marks its blobs referenced (ECR mounts only those).
+        assert set(states) == {(int(BlobState.REFERENCED), "manifest-put")}
     # A second process, a new destination repository for the same image: every blob is known
     # to the database from the first run, so it is mounted, not sent.
     naming = "  - file: {}\n    prefix: other\n".format(env.workdir / "sync.yaml")
