@@ -226,6 +226,9 @@ def test_a_docker_archive_write_removes_what_a_killed_one_left(
     gone.wait()
     left = beside / f".out.tar.tmp-{gone.pid}-abc"  # what a write killed halfway left
     left.write_bytes(b"half a tar")
+    staged = beside / f".out.tar.staging-{gone.pid}-abc"  # and the images it had staged
+    (staged / "blobs").mkdir(parents=True)
+    (staged / "blobs" / "layer").write_bytes(b"a layer")
     with subprocess.Popen(["sleep", "60"]) as running:
         kept = beside / f".out.tar.tmp-{running.pid}-abc"  # another process still writing
         kept.write_bytes(b"being written")
@@ -234,5 +237,6 @@ def test_a_docker_archive_write_removes_what_a_killed_one_left(
         finally:
             running.kill()
     assert not left.exists()
+    assert not staged.exists()
     assert kept.read_bytes() == b"being written"
     assert sorted(p.name for p in beside.iterdir()) == [kept.name, "out.tar"]
