@@ -86,7 +86,8 @@ class Daemon:
         if self._died is not None:
             raise DaemonFailed(f"stopped: background task {self._died}")
 
-    def _source_names(self) -> set[str]:
+    def source_names(self) -> set[str]:
+        """The configured sources' names: the metrics export only these."""
         return {source.name for source in self.config.sources}
 
     def _options_for(self, host: str, role: str) -> RegistryOptions:
@@ -108,7 +109,7 @@ class Daemon:
         self._spawn("workers", pool.run())
         self._spawn("heartbeat", pool.heartbeat())
         self._spawn("reaper", pool.reaper())
-        self._spawn("metrics", self.metrics.keep_fresh(store, sources=self._source_names))
+        self._spawn("metrics", self.metrics.keep_fresh(store, sources=self.source_names))
         self._spawn("retention", self._retention(store))
         self.metrics.scheduler_up.set(1)
         log.info("mirrord started: %s", self.config.summary())

@@ -16,7 +16,6 @@ import hashlib
 import io
 import os
 import re
-import secrets
 import shutil
 import tarfile
 from collections.abc import Iterator
@@ -29,7 +28,13 @@ import zstandard
 from mirrord.bundle.info import BUNDLE_FILE
 from mirrord.errors import IntegrityError, LocalStorageError
 from mirrord.transports.dockerarchive import member_name
-from mirrord.transports.localfs import CHUNK, LocalRoot, check_component, process_alive
+from mirrord.transports.localfs import (
+    CHUNK,
+    LocalRoot,
+    check_component,
+    remove_stale_temps_beside,
+    temp_beside,
+)
 
 SUMS_FILE = "SHA256SUMS"
 PACKED_SUFFIXES = (".tar", ".tar.zst")
@@ -87,8 +92,8 @@ def pack(directory: Path, target: Path) -> int:
     """Pack a bundle directory into `target` (`.tar` or `.tar.zst`, replaced atomically);
     returns the number of files packed."""
     fs = LocalRoot(directory)
-    _remove_stale_temps(target)
-    temp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    remove_stale_temps_beside(target)  # what a killed pack of `target` left
+    temp = temp_beside(target)
     sums: list[str] = []
     try:
         with _tar_writer(temp, compress=target.name.endswith(".zst")) as tar:
@@ -103,14 +108,6 @@ def pack(directory: Path, target: Path) -> int:
         temp.unlink(missing_ok=True)
         raise
     return len(files)
-
-
-def _remove_stale_temps(target: Path) -> None:
-    """Remove what a killed pack of `target` left beside it (a live one's is kept)."""
-    stale = re.compile(rf"\.{re.escape(target.name)}\.tmp-(\d+)-[0-9a-f]+")
-    for path in target.parent.iterdir():
-        if (match := stale.fullmatch(path.name)) and not process_alive(int(match[1])):
-            path.unlink(missing_ok=True)
 
 
 def _add_file(tar: tarfile.TarFile, fs: LocalRoot, path: Path, name: str) -> str:

@@ -61,6 +61,9 @@ async def _demo(keep_running: bool) -> None:
             await enqueue_run(store, daemon.config, RunTrigger.MANUAL, MANUAL_PRIORITY)
             await wait_for_runs(store, 2)
             click.echo("\n" + render_status(await collect_status(store)))
+            # The daemon refreshes the per-source gauges some seconds after jobs end: now, so the
+            # metrics below show the run that just ended.
+            await daemon.metrics.refresh_from(store, daemon.source_names())
         await show_metrics(listen)
         if keep_running:
             click.echo(f"\nThe daemon keeps running: http://{listen}/metrics  (Ctrl-C stops it)")

@@ -10,8 +10,11 @@ The tar is at once a `docker save` archive and an OCI layout, as Docker 25's own
 
 `docker load` knows no index: an index's manifest.json entry is its instance for `platform`
 (the host's, or --override-os/--override-arch); index.json keeps the whole index. Staging is a
-directory beside PATH (so a local source is hard-linked into it); the tar is written to a temp
-file beside PATH and renamed over it, then the staging directory goes.
+directory beside PATH (`.NAME.staging-PID-HEX`, so a local source is hard-linked into it);
+the tar is written to a temp file beside PATH (`.NAME.tmp-PID-HEX`) and renamed over it, then
+the staging directory goes.
+Temp files and staging directories of PATH whose writer is gone (killed mid-write) are
+removed before writing.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import secrets
 import shutil
 import tarfile
 from pathlib import Path
@@ -30,7 +32,12 @@ from mirrord.manifests import Manifest, select_instance
 from mirrord.model import Platform
 from mirrord.refs import is_digest
 from mirrord.transports.jsonfile import dump_json
-from mirrord.transports.localfs import CHUNK, LocalRoot
+from mirrord.transports.localfs import (
+    CHUNK,
+    LocalRoot,
+    remove_stale_temps_beside,
+    temp_beside,
+)
 from mirrord.transports.ocilayout import IndexEntry, OciDestination, OciLayout
 
 IMAGE_CONFIGS = frozenset(
@@ -76,8 +83,8 @@ class ArchiveWriter:
             raise LocalStorageError(f"{target.parent}: no such directory")
         self.target = target
         self.platform = platform
-        staging = target.parent / f".{target.name}.staging-{secrets.token_hex(4)}"
-        self.fs = LocalRoot(staging, create=True, durable=False)
+        remove_stale_temps_beside(target, "staging")  # a killed write's, as large as the tar
+        self.fs = LocalRoot(temp_beside(target, "staging"), create=True, durable=False)
         self.layout = OciLayout.at(
             self.fs, create=True, skip_data=skip_data, rehash=rehash, batch=True
         )
@@ -133,7 +140,8 @@ class ArchiveWriter:
     # -- the tar ---------------------------------------------------------------------------
 
     def _write_tar(self, entries: list[dict[str, Any]]) -> None:
-        temp = self.target.parent / f".{self.target.name}.tmp-{secrets.token_hex(6)}"
+        remove_stale_temps_beside(self.target)  # what a killed write of this archive left
+        temp = temp_beside(self.target)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             with os.fdopen(os.open(temp, flags, 0o644), "wb") as f:

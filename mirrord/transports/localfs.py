@@ -21,6 +21,8 @@ import hashlib
 import itertools
 import os
 import re
+import secrets
+import shutil
 import stat
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -452,6 +454,29 @@ def _syncfs(fd: int) -> int:
     except (OSError, AttributeError):
         return -1
     return result
+
+
+def temp_beside(target: Path, kind: str = "tmp") -> Path:
+    """A fresh name for a temp file (or staging directory) a writer of `target` uses until it
+    is complete: `.NAME.KIND-PID-HEX` in the same directory, so remove_stale_temps_beside() can
+    tell whether its writer is still running."""
+    return target.with_name(f".{target.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def remove_stale_temps_beside(target: Path, kind: str = "tmp") -> int:
+    """Remove the temp files or directories of `target` (named by temp_beside) whose writer is
+    gone, such as an archive or a pack killed mid-write; a live process's are kept. Returns
+    how many."""
+    stale = re.compile(rf"\.{re.escape(target.name)}\.{re.escape(kind)}-(\d+)-[0-9a-f]+")
+    removed = 0
+    for path in target.parent.iterdir():
+        if (match := stale.fullmatch(path.name)) and not process_alive(int(match[1])):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def process_alive(pid: int) -> bool:

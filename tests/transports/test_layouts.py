@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 from tests.bundle.corpus import mirrord, sha256
@@ -212,3 +213,30 @@ def test_sync_between_local_transports_and_a_registry(
         run_skopeo("inspect", "--raw", f"oci:{layout_out}:app:multi").stdout
         == lay.tags["multi"].manifest
     )
+
+
+def test_a_docker_archive_write_removes_what_a_killed_one_left(
+    image_builder: ImageBuilder, tmp_path: Path
+) -> None:
+    lay = layout(image_builder, tmp_path)
+    beside = tmp_path / "out"
+    beside.mkdir()
+    archive = beside / "out.tar"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    left = beside / f".out.tar.tmp-{gone.pid}-abc"  # what a write killed halfway left
+    left.write_bytes(b"half a tar")
+    staged = beside / f".out.tar.staging-{gone.pid}-abc"  # and the images it had staged
+    (staged / "blobs").mkdir(parents=True)
+    (staged / "blobs" / "layer").write_bytes(b"a layer")
+    with subprocess.Popen(["sleep", "60"]) as running:
+        kept = beside / f".out.tar.tmp-{running.pid}-abc"  # another process still writing
+        kept.write_bytes(b"being written")
+        try:
+            copy(f"oci:{lay.path}:docker", f"docker-archive:{archive}:example.com/app:d")
+        finally:
+            running.kill()
+    assert not left.exists()
+    assert not staged.exists()
+    assert kept.read_bytes() == b"being written"
+    assert sorted(p.name for p in beside.iterdir()) == [kept.name, "out.tar"]
