@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
@@ -198,6 +199,12 @@ class DaemonSpec(Model):
         if scheme not in _DATABASE_SCHEMES:
             # The URL itself is not repeated: it may hold a password.
             raise ValueError(f"expected a URL starting with one of {', '.join(_DATABASE_SCHEMES)}")
+        try:
+            port = urlsplit(value).port
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise ValueError("the port is not a number from 1 to 65535")
         return value
 
     @field_validator("listen")

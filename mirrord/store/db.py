@@ -67,10 +67,13 @@ def parse_url(url: str) -> URL:
     """Parse a database URL; `sqlite://` and `postgresql://` get their asyncio drivers."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+        if parsed.port is not None and not 0 < parsed.port < 65536:
+            raise ValueError("port out of range")
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         # The URL is not repeated: it may hold a password.
         raise StoreError(
-            "invalid database URL (expected sqlite:///PATH or postgresql://…)"
+            "invalid database URL (expected sqlite:///PATH or postgresql://HOST[:PORT]/NAME; "
+            "a port is a number from 1 to 65535)"
         ) from None
     if parsed.drivername in _DRIVERS:
         parsed = parsed.set(drivername=_DRIVERS[parsed.drivername])

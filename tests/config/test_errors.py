@@ -40,6 +40,17 @@ def daemon_problems(tmp_path: Path, text: str) -> list[str]:
     return [p.removeprefix(f"{path}:") for p in err.value.problems]
 
 
+@pytest.mark.parametrize("port", ["5432x", "99999", "0"])
+def test_a_database_port_that_is_not_a_port(tmp_path: Path, port: str) -> None:
+    problems = daemon_problems(
+        tmp_path,
+        f"database: postgresql://u:{CANARY}@db:{port}/mirrord\n"
+        "destination: {registry: m.example.com}\n"
+        "sources: [{inline: {quay.io: {images: {app: []}}}}]\n",
+    )
+    assert problems == ["1: database: the port is not a number from 1 to 65535"]
+
+
 # -- unknown keys -------------------------------------------------------------------------------
 
 
