@@ -57,9 +57,14 @@ def _database(values: dict[str, Any]) -> str:
     return values.get("database") or _load(values["config"]).database
 
 
-def with_store(values: dict[str, Any], work: Callable[[Store], Awaitable[T]]) -> T:
+def with_store(
+    values: dict[str, Any], work: Callable[[Store], Awaitable[T]], *, create: bool = False
+) -> T:
+    """Run `work` on the state database; a missing SQLite file is an error (a mistyped path
+    must not become a new, empty database that reports nothing to do) unless `create`."""
+
     async def go() -> T:
-        async with await Store.open(_database(values)) as store:
+        async with await Store.open(_database(values), create=create) as store:
             return await work(store)
 
     return run(go())
@@ -163,5 +168,5 @@ def enqueue(values: dict[str, Any]) -> None:
     async def go(store: Store) -> int:
         return await enqueue_run(store, config, RunTrigger.MANUAL, MANUAL_PRIORITY)
 
-    run_id = with_store({"database": config.database, **values}, go)
+    run_id = with_store({"database": config.database, **values}, go, create=True)
     click.echo(f"run {run_id} enqueued")

@@ -23,11 +23,17 @@ class Store:
 
     @classmethod
     async def open(
-        cls, url: str | None = None, *, clock: Clock = time.time, upgrade: bool = True
+        cls,
+        url: str | None = None,
+        *,
+        clock: Clock = time.time,
+        upgrade: bool = True,
+        create: bool = True,
     ) -> Store:
         """Open the database at `url` (default: `default_database_url()`) and, unless told
-        otherwise, bring its schema up to date."""
-        db = Database(url or default_database_url())
+        otherwise, bring its schema up to date. `create=False` refuses a missing SQLite file
+        (commands that only look at or change existing jobs)."""
+        db = Database(url or default_database_url(), create=create)
         try:
             if upgrade:
                 await migrate.upgrade(db)

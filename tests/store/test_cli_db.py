@@ -1,4 +1,4 @@
-"""`mirrord db upgrade` and `mirrord db current`."""
+"""`mirrord db upgrade` and `mirrord db current`; operator commands on a missing database."""
 
 from __future__ import annotations
 
@@ -34,6 +34,20 @@ def test_current_on_a_missing_database_fails_without_creating_it(
     assert result.output.strip().splitlines() == [
         f"Error: no database at {tmp_path}/state/mirrord.db"
     ]
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize(
+    "argv", [["status"], ["jobs"], ["cancel", "5"], ["retry", "--failed"], ["retry", "5"]]
+)
+def test_operator_commands_on_a_missing_database_fail_without_creating_it(
+    sqlite_url: str, tmp_path: Path, argv: list[str]
+) -> None:
+    """A mistyped --database used to become a new, empty database reporting nothing to do."""
+    result = CliRunner().invoke(main, [*argv, "--database", sqlite_url])
+    assert result.exit_code != 0
+    [line] = result.output.strip().splitlines()
+    assert line.endswith(f"error: no database at {tmp_path}/state/mirrord.db")
     assert not (tmp_path / "state").exists()
 
 
