@@ -77,6 +77,12 @@ class StoreError(MirrordError):
     transient = True
 
 
+class SchemaTooNew(StoreError):
+    """The database was migrated by a newer mirrord: retrying or restarting cannot help."""
+
+    transient = False
+
+
 class TransportError(MirrordError):
     reason = "transport"
     transient = True

@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from mirrord.errors import ConfigError, InvalidReference, MirrordError, NotFound
+from mirrord.errors import ConfigError, InvalidReference, MirrordError, NotFound, SchemaTooNew
 from mirrord.model import Platform
 from mirrord.redact import redact_text
 from mirrord.registry.options import Credentials, RegistryOptions, TLSMode
@@ -57,8 +57,8 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
 
 
 def exit_code_for(error: BaseException) -> int:
-    if isinstance(error, ConfigError | InvalidReference):
-        return EXIT_USAGE
+    if isinstance(error, ConfigError | InvalidReference | SchemaTooNew):
+        return EXIT_USAGE  # fix the setup; systemd does not restart on it
     if isinstance(error, NotFound):
         return EXIT_NOT_FOUND
     return EXIT_FAILED

@@ -42,6 +42,8 @@ def _run(work: Callable[[Database], Coroutine[Any, Any, T]], url: str | None, cr
 def _describe(revision: str | None, head: str | None) -> str:
     if revision == head:
         return f"{revision} (head)"
+    if revision is not None and revision not in migrate.known_revisions():
+        return f"{revision} (newer than this mirrord, whose head is {head})"
     return f"{revision or 'empty'} (head is {head})"
 
 

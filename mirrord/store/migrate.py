@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mirrord.errors import StoreError
+from mirrord.errors import SchemaTooNew, StoreError
 from mirrord.store.db import Database
 from mirrord.store.models import metadata
 
@@ -87,15 +87,36 @@ def head_from_files() -> str | None:
     return _head_in(MIGRATIONS_DIR)
 
 
+def known_revisions() -> frozenset[str]:
+    """Every revision this mirrord's migrations know (read from the version files)."""
+    return _revisions_in(MIGRATIONS_DIR)[0]
+
+
 @cache
 def _head_in(directory: Path) -> str | None:
-    revisions: set[str] = set()
-    parents: set[str] = set()
+    revisions, parents = _revisions_in(directory)
+    heads = revisions - parents
+    return next(iter(heads)) if len(heads) == 1 else None
+
+
+@cache
+def _revisions_in(directory: Path) -> tuple[frozenset[str], frozenset[str]]:
+    """(revisions, revisions something revises) of the version files."""
+    found: dict[str, set[str]] = {"revision": set(), "down_revision": set()}
     for path in (directory / "versions").glob("*.py"):
         for key, value in _REVISION.findall(path.read_text(encoding="utf-8")):
-            (revisions if key == "revision" else parents).add(value)
-    heads = revisions - parents
-    return heads.pop() if len(heads) == 1 else None
+            found[key].add(value)
+    return frozenset(found["revision"]), frozenset(found["down_revision"])
+
+
+def check_not_newer(stored: str | None) -> None:
+    """Refuse a database a newer mirrord has migrated: this one would misread it."""
+    if stored is not None and stored not in known_revisions():
+        raise SchemaTooNew(
+            f"the database schema is at revision {stored}, newer than this mirrord knows "
+            f"(its newest is {head_from_files()}): run the newer mirrord, or restore a backup "
+            "taken before the upgrade"
+        )
 
 
 async def _stored_revision(db: Database) -> str | None:
@@ -170,9 +191,11 @@ async def upgrade(db: Database, revision: str = "head") -> None:
     always runs the migrations (tests do, to check them against the models).
     """
     head = head_from_files()
-    if revision == "head" and head is not None and await _stored_revision(db) == head:
+    stored = await _stored_revision(db)
+    if revision == "head" and head is not None and stored == head:
         return
     _check_migrations_dir()  # fail with a clear message before touching the database
+    check_not_newer(stored)
 
     async def work(conn: AsyncConnection) -> None:
         await lock_for_migration(conn)

@@ -14,7 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 
-from mirrord.errors import StoreError
+from mirrord.errors import SchemaTooNew, StoreError
 from mirrord.store import Store, migrate
 from mirrord.store.db import Database
 from mirrord.store.models import metadata
@@ -187,3 +187,27 @@ async def test_a_migration_that_fails_half_way_leaves_the_database_untouched(
         assert await db.read(lambda c: c.run_sync(_differences), "comparing") == []
     finally:
         await db.dispose()
+
+
+async def test_an_older_mirrord_refuses_a_database_a_newer_one_migrated(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It used to die in Alembic with a 100-line traceback (exit 1, restarted by systemd)."""
+    scripts = tmp_path / "migrations"
+    shutil.copytree(migrate.MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    newer = BROKEN_MIGRATION.replace("{head}", str(migrate.head_revision())).replace(
+        'op.execute("INSERT INTO jobs (id) VALUES (1)")  # violates NOT NULL constraints', ""
+    )
+    (scripts / "versions" / "9999_newer.py").write_text(newer)
+    with monkeypatch.context() as newer_release:
+        newer_release.setattr(migrate, "MIGRATIONS_DIR", scripts)
+        await (await Store.open(database_url)).close()
+
+    with pytest.raises(SchemaTooNew) as caught:
+        await Store.open(database_url)
+
+    assert str(caught.value).startswith(
+        f"the database schema is at revision 9999, newer than this mirrord knows "
+        f"(its newest is {migrate.head_revision()})"
+    )
+    assert not caught.value.transient
