@@ -108,6 +108,7 @@ class Daemon:
         self._spawn("scheduler", self.scheduler.run())
         self._spawn("workers", pool.run())
         self._spawn("heartbeat", pool.heartbeat())
+        self._spawn("cancels", pool.watch_cancels())
         self._spawn("reaper", pool.reaper())
         self._spawn("metrics", self.metrics.keep_fresh(store, sources=self.source_names))
         self._spawn("retention", self._retention(store))

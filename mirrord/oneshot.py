@@ -98,7 +98,9 @@ async def sync_once(
             FanOut(JobLog(), *events),
         )
         run_id = await enqueue_run(store, config, RunTrigger.ONCE)
-        async with background(pool.run(), pool.heartbeat(), pool.reaper()) as beside:
+        async with background(
+            pool.run(), pool.heartbeat(), pool.watch_cancels(), pool.reaper()
+        ) as beside:
             await beside.until(_wait_for_run(store, run_id, pool.completions.committed))
             await pool.drain(0)
     finally:

@@ -77,6 +77,10 @@ class JobEvents:
         self, job: Job, error: BaseException, state: JobState | None, duration: float
     ) -> None: ...
 
+    def discarded(self, job: Job, outcome: JobOutcome, duration: float) -> None:
+        """The job finished, but it had been cancelled (or taken over) meanwhile: its result
+        was not recorded."""
+
 
 class FanOut(JobEvents):
     """Sends every event to several listeners (metrics, logs, a progress display)."""
@@ -97,6 +101,10 @@ class FanOut(JobEvents):
     ) -> None:
         for target in self.targets:
             target.failed(job, error, state, duration)
+
+    def discarded(self, job: Job, outcome: JobOutcome, duration: float) -> None:
+        for target in self.targets:
+            target.discarded(job, outcome, duration)
 
 
 class JobLog(JobEvents):
@@ -147,6 +155,16 @@ class JobLog(JobEvents):
             },
         )
 
+    def discarded(self, job: Job, outcome: JobOutcome, duration: float) -> None:
+        log.warning(
+            "job %d %s %s: %s, but the job was cancelled or taken over meanwhile: not recorded",
+            job.id,
+            job.kind.value,
+            job.key,
+            outcome.outcome,
+            extra={"job": job.id, "kind": job.kind.value, "key": job.key, "state": "discarded"},
+        )
+
 
 @dataclass(slots=True)
 class PoolSettings:
@@ -154,6 +172,7 @@ class PoolSettings:
     lease: float = 60.0
     job_timeout: float = 3600.0
     poll: float = 1.0
+    cancel_poll: float = 2.0  # how soon a running job notices `mirrord cancel`
     reap_every: float = 15.0
     retry: BackoffPolicy = field(default_factory=BackoffPolicy)
 
@@ -202,6 +221,7 @@ class Completions:
         self.committed = asyncio.Event()  # set after every batch (one-shot runs wait on it)
         self._busy = busy
         self._pending: list[Success] = []
+        self._reports: dict[int, Callable[[bool], None]] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()  # a success arrived or a job ended: look again
 
@@ -209,8 +229,12 @@ class Completions:
     def pending_ids(self) -> list[int]:
         return [success.job_id for success in self._pending]
 
-    def submit(self, success: Success) -> None:
+    def submit(self, success: Success, report: Callable[[bool], None] | None = None) -> None:
+        """Queue a success for the next batch; `report(recorded)` is called once it is
+        committed (False: the job was no longer this worker's, e.g. cancelled meanwhile)."""
         self._pending.append(success)
+        if report is not None:
+            self._reports[success.job_id] = report
         self._changed.set()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="completions")
@@ -234,11 +258,16 @@ class Completions:
         while self._pending:
             await self._linger()
             batch, self._pending = self._pending[: self.BATCH], self._pending[self.BATCH :]
+            reports = [self._reports.pop(success.job_id, None) for success in batch]
             try:
-                await self.store.queue.succeed_many(batch)
+                recorded = await self.store.queue.succeed_many(batch)
                 self.committed.set()
             except Exception as exc:  # the jobs stay running; their leases expire, they re-run
                 log.error("recording %d finished job(s) failed: %s", len(batch), exc)
+                continue
+            for success, report in zip(batch, reports, strict=True):
+                if report is not None:
+                    report(success.job_id in recorded)
 
     async def flush(self) -> None:
         """Wait until everything submitted so far is committed (for shutdown)."""
@@ -343,11 +372,17 @@ class WorkerPool:
         except Exception as exc:
             await self._record_failure(job, exc, time.monotonic() - started)
             return
-        duration = time.monotonic() - started
-        self._record_success(job, outcome, duration)
-        self.events.finished(job, outcome, duration)
+        self._record_success(job, outcome, time.monotonic() - started)
 
     def _record_success(self, job: Job, outcome: JobOutcome, duration: float) -> None:
+        """Hand the success to the batch; logs and metrics hear of it once it is recorded."""
+
+        def report(recorded: bool) -> None:
+            if recorded:
+                self.events.finished(job, outcome, duration)
+            else:
+                self.events.discarded(job, outcome, duration)
+
         success = Success(
             job.id,
             self.name,
@@ -358,7 +393,7 @@ class WorkerPool:
             duration=duration,
             tag=outcome.tag,
         )
-        self.completions.submit(success)
+        self.completions.submit(success, report)
 
     async def _record_failure(self, job: Job, error: BaseException, duration: float) -> None:
         retry_at = None
@@ -408,6 +443,24 @@ class WorkerPool:
                 if job_id in self.running:
                     self.running[job_id].cancel()
                 self.buffer = deque(job for job in self.buffer if job.id != job_id)
+
+    async def watch_cancels(self) -> None:
+        """Stop running jobs an operator cancelled, within `cancel_poll` seconds (one small
+        read; the heartbeat, a write every lease/3, would take up to 20 s), forever."""
+        while True:
+            await asyncio.sleep(self.settings.cancel_poll)
+            running = list(self.running)
+            if not running:
+                continue
+            try:
+                cancelled = await self.store.queue.cancelled_among(running)
+            except MirrordError as exc:  # the heartbeat will notice instead
+                log.debug("looking for cancelled jobs failed: %s", exc)
+                continue
+            for job_id in cancelled:
+                if (task := self.running.get(job_id)) is not None:
+                    log.info("job %d: cancelled while running; stopping it", job_id)
+                    task.cancel()
 
     async def reaper(self) -> None:
         """Requeue the jobs of a dead predecessor on this host at once, then, forever, jobs

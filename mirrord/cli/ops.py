@@ -152,7 +152,7 @@ def retry(values: dict[str, Any]) -> None:
 @database_option
 @pass_values
 def cancel(values: dict[str, Any]) -> None:
-    """Cancel a queued or running job (a running copy stops at its next lease renewal)."""
+    """Cancel a queued or running job (a running copy stops within about 2 s)."""
     if not with_store(values, lambda store: store.queue.cancel(values["job_id"])):
         fail(f"job {values['job_id']} is not queued or running")
     click.echo(f"cancelled job {values['job_id']}")

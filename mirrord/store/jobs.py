@@ -357,6 +357,15 @@ class JobVerbs(Component):
 
         return await self._db.read(work, "listing workers")
 
+    async def cancelled_among(self, job_ids: Sequence[int]) -> set[int]:
+        """Which of these jobs are cancelled (a running worker's way to hear of `cancel`)."""
+        statement = select(J.id).where(J.id.in_(job_ids), has_state(J.state, JobState.CANCELLED))
+
+        async def work(conn: AsyncConnection) -> set[int]:
+            return set((await conn.execute(statement)).scalars())
+
+        return await self._db.read(work, "looking for cancelled jobs")
+
     async def cancel(self, job_id: int) -> bool:
         """Cancel a queued or running job (a running job's worker then fails to record it)."""
         now = self._clock()

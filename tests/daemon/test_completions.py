@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import cast
 
@@ -73,3 +73,23 @@ async def test_a_batch_lingers_while_jobs_run_but_not_beyond_the_linger() -> Non
     ((recorded_at, ids),) = queue.batches
     assert ids == [1]
     assert recorded_at - started >= 0.2 * 0.9
+
+
+async def test_a_success_the_store_refused_is_reported_as_not_recorded() -> None:
+    """A job cancelled while it ran finishes anyway: logs and metrics must not call it copied."""
+
+    class RefusingQueue(RecordingQueue):
+        async def succeed_many(self, successes: Sequence[Success]) -> set[int]:
+            return await super().succeed_many(successes) - {2}  # job 2 was cancelled
+
+    queue = RefusingQueue()
+    completions = Completions(cast(Store, SimpleNamespace(queue=queue)), lambda: False)
+    reports: dict[int, bool] = {}
+
+    def report_for(job_id: int) -> Callable[[bool], None]:
+        return lambda recorded: reports.update({job_id: recorded})
+
+    for job_id in (1, 2):
+        completions.submit(Success(job_id, "w", "copied"), report_for(job_id))
+    await completions.flush()
+    assert reports == {1: True, 2: False}

@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 
 from mirrord.store import JobState
 from tests.daemon.conftest import (
@@ -105,20 +106,26 @@ def test_a_bad_config_exits_2_naming_file_line_and_key(
 def test_status_and_cancel_work_against_the_database_of_a_running_daemon(
     daemon_env: tuple[DaemonEnv, FaultProxy, FaultProxy], corpus: Corpus
 ) -> None:
+    """A cancelled copy stops: it used to run on until the next lease renewal (20 s), push
+    the tag, and be logged and counted as copied."""
     env, _, dst_proxy = daemon_env
-    dst_proxy.stall(method="PUT", path=r"/manifests/", seconds=30)
+    stall = 8.0  # blob uploads hang this long: the copy is cancelled before they return
+    dst_proxy.stall(method="PUT", path=r"/blobs/uploads/", seconds=stall)
     env.write_config(env.skopeo_source({REPOS[2]: ["v0.0.0"]}))
     env.start()
-    wait_until(lambda: env.states().get(JobState.RUNNING, 0) == 1)
+    wait_until(lambda: dst_proxy.count(method="PUT", path=r"/blobs/uploads/") > 0)
     status = env.mirrord("status", "--json")
     assert status.returncode == 0
     assert json.loads(status.stdout)["queue"]["running"] == 1
     [running] = [j for j in env.jobs() if j.state is JobState.RUNNING]
     assert env.mirrord("cancel", str(running.id)).returncode == 0
-    wait_until(lambda: env.states().get(JobState.RUNNING, 0) == 0, within=60)
+    wait_until(lambda: "cancelled while running" in env.log.read_text())
     assert env.api("/api/status")["queue"]["cancelled"] == 1
+    time.sleep(stall + 1)  # the stalled uploads have returned: a copy still running goes on
+    assert dst_proxy.count(method="PUT", path=r"/manifests/") == 0  # the tag was not pushed
     env.signal(signal.SIGTERM)
     assert env.wait() == 0
+    assert f"{running.key}: copied" not in env.log.read_text()
 
 
 def test_a_job_cancelled_by_an_operator_makes_the_sync_exit_3_naming_it(
