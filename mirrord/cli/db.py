@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
 
 from mirrord.cli import main
-from mirrord.errors import MirrordError
+from mirrord.cli.common import run
 from mirrord.store import migrate
 from mirrord.store.db import Database, default_database_url
 
@@ -26,17 +25,17 @@ database_option = click.option(
 
 
 def _run(work: Callable[[Database], Coroutine[Any, Any, T]], url: str | None, create: bool) -> T:
-    async def run() -> T:
+    """Run `work` on the database; errors end the command as every other command's do (one
+    `mirrord: error:` line, the documented exit codes)."""
+
+    async def go() -> T:
         db = Database(url or default_database_url(), create=create)
         try:
             return await work(db)
         finally:
             await db.dispose()
 
-    try:
-        return asyncio.run(run())
-    except MirrordError as exc:
-        raise click.ClickException(str(exc).splitlines()[0]) from exc
+    return run(go())
 
 
 def _describe(revision: str | None, head: str | None) -> str:

@@ -32,7 +32,7 @@ def test_current_on_a_missing_database_fails_without_creating_it(
     result = CliRunner().invoke(main, ["db", "current", "--database", sqlite_url])
     assert result.exit_code != 0
     assert result.output.strip().splitlines() == [
-        f"Error: no database at {tmp_path}/state/mirrord.db"
+        f"mirrord: error: no database at {tmp_path}/state/mirrord.db"
     ]
     assert not (tmp_path / "state").exists()
 
@@ -58,4 +58,4 @@ def test_bad_databases_fail_with_one_line(url: str) -> None:
     result = CliRunner().invoke(main, ["db", "upgrade", "--database", url])
     assert result.exit_code == 1
     [line] = result.output.strip().splitlines()
-    assert line.startswith("Error: ")
+    assert line.startswith("mirrord: error: ")
