@@ -60,7 +60,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():
-        return float(min(int(value), 10**7))
+        # More than 8 digits is years; past 4300, int() refuses (a 5 KB header would crash).
+        return float(int(value)) if len(value) <= 8 else 1e8
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -75,4 +76,6 @@ def parse_ratelimit(value: str | None) -> int | None:
     if not value:
         return None
     head = value.split(";", 1)[0].strip()
-    return int(head) if head.isascii() and head.isdigit() else None
+    if not (head.isascii() and head.isdigit()) or len(head) > 12:
+        return None  # not a count (past 4300 digits int() refuses: a 5 KB header would crash)
+    return int(head)

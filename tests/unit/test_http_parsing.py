@@ -76,6 +76,8 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after("Thu, 01 Jan 2026 12:00:30 GMT", now) == 30.0
     assert parse_retry_after("soon") is None
+    # 5,000 digits fit in a header; int() refuses them (a traceback, a job failed for good).
+    assert parse_retry_after("9" * 5000) == 1e8
 
 
 def test_retry_after_is_honoured_over_a_shorter_backoff_and_capped() -> None:
@@ -94,6 +96,7 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
 def test_docker_hub_ratelimit_header() -> None:
     assert parse_ratelimit("20;w=21600") == 20
     assert parse_ratelimit(None) is None
+    assert parse_ratelimit("9" * 5000 + ";w=21600") is None
 
 
 def test_realm_must_not_downgrade_or_point_at_link_local() -> None:
