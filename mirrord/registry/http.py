@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 MAX_REDIRECTS = 10
 ERROR_BODY_CAP = 64 * 1024
 TOKEN_BODY_CAP = 1024 * 1024
+TOKEN_TIMEOUT = aiohttp.ClientTimeout(total=60)  # a token answer is small: a stalled server fails
 DEFAULT_CONNECTIONS = 32
 QUOTA_PAUSE = 300.0  # seconds between looks at an exhausted pull quota (regsync's minimum)
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -532,6 +533,8 @@ class RegistryHttp:
 
     def _auth_hint(self, challenge_header: str = "") -> str:
         creds = self.auth.credentials
+        if creds is None and self.auth.registry_token:
+            return " (the bearer token given with --registry-token was refused)"
         if creds is None:
             return " (no credentials were found for this registry)"
         who = f"user {creds.username!r}" if creds.username else "the identity token"
@@ -558,10 +561,11 @@ class RegistryHttp:
                 headers=headers,
                 allow_redirects=False,
                 ssl=self._ssl_for(realm),
+                timeout=TOKEN_TIMEOUT,
             ) as resp:
                 self.observer.request(self.host, "token", resp.status)
                 body = await read_capped(resp, TOKEN_BODY_CAP, "token request", self.host)
-        return self._token_from(resp.status, body)
+        return self._token_from(resp, body)
 
     async def _oauth_token(
         self, realm: URL, service: str, scopes: Scopes, creds: Credentials
@@ -576,13 +580,18 @@ class RegistryHttp:
         }
         with mapped_errors(realm.host or self.host, "token request"):
             async with self.session.post(
-                realm, data=form, allow_redirects=False, ssl=self._ssl_for(realm)
+                realm,
+                data=form,
+                allow_redirects=False,
+                ssl=self._ssl_for(realm),
+                timeout=TOKEN_TIMEOUT,
             ) as resp:
                 self.observer.request(self.host, "token", resp.status)
                 body = await read_capped(resp, TOKEN_BODY_CAP, "token request", self.host)
-        return self._token_from(resp.status, body)
+        return self._token_from(resp, body)
 
-    def _token_from(self, status: int, body: bytes) -> tuple[str, float]:
+    def _token_from(self, resp: aiohttp.ClientResponse, body: bytes) -> tuple[str, float]:
+        status = resp.status
         if status in (401, 403):
             raise Unauthorized(
                 f"{self.host}: authentication failed: the token server answered {status}{self._auth_hint()}",
@@ -590,10 +599,13 @@ class RegistryHttp:
                 status=status,
             )
         if status != 200:
+            text = f"{self.host}: token server answered {status}"
             cls = registry_error_class(status, ())
-            raise cls(
-                f"{self.host}: token server answered {status}", registry=self.host, status=status
-            )
+            if cls is RateLimited:  # the registry's own answer: the same shared pause
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                self._pause_for(retry_after)
+                raise RateLimited(text, retry_after=retry_after, registry=self.host, status=status)
+            raise cls(text, registry=self.host, status=status)
         try:
             data = json.loads(body)
             token = str(data.get("token") or data.get("access_token") or "")

@@ -257,6 +257,13 @@ def test_registry_token_is_sent_as_is(
     before = len(token_server.requests(source.registry.service))
     assert _inspect_raw(cli, source, "--registry-token", token) == source.image.manifest
     assert len(token_server.requests(source.registry.service)) == before  # no token fetched
+    other = token_server.issue(source.registry.service, [])  # grants nothing
+    refused = cli(
+        "inspect", *flags(source.registry, creds=False), "--registry-token", other, source.ref
+    )
+    assert refused.returncode == 1, refused.describe()
+    assert "the bearer token given with --registry-token was refused" in refused.error_line()
+    assert other not in refused.output
 
 
 def test_no_creds_ignores_the_auth_files(

@@ -15,6 +15,7 @@ import asyncio
 import json
 import secrets
 import ssl
+import time
 from pathlib import Path
 
 import pytest
@@ -510,6 +511,35 @@ def test_429_on_a_streamed_blob_upload_is_retried_with_a_fresh_session(
     # The refused PUT's session is not reused: one more POST than blobs.
     assert proxy.count(method="POST", path=r"/blobs/uploads/") == len(source.image.blobs) + 1
     assert_same_image(dest, "mirror/app", "v1", source.image, tmp_path)
+
+
+def test_a_token_server_429_with_retry_after_is_waited_out(cli: Mirrord) -> None:
+    """The token endpoint is the registry's too: its Retry-After holds every request back (it
+    was ignored: retries after 0.6 s and 1.7 s, the job failed while the server said wait)."""
+    asked_at: list[float] = []
+    with FakeServer() as fake:
+        challenge = f'Bearer realm="{fake.url}/token",service="fake"'
+
+        async def registry(request: web.Request) -> web.StreamResponse:
+            if request.headers.get("Authorization") != "Bearer granted":
+                return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+            if request.path == "/v2/":
+                return web.Response(status=200)
+            return web.Response(body=MANIFEST, headers={"Content-Type": OCI_MANIFEST})
+
+        async def token(request: web.Request) -> web.StreamResponse:
+            asked_at.append(time.monotonic())
+            if len(asked_at) == 1:
+                return web.Response(status=429, headers={"Retry-After": "2"})
+            return web.json_response({"token": "granted"})
+
+        fake.route("GET", "/v2/", registry)
+        fake.route("GET", "/v2/r/manifests/v1", registry)
+        fake.route("GET", "/token", token)
+        result = cli("inspect", "--raw", "--tls-verify=false", f"docker://{fake.host}/r:v1").ok()
+    assert result.stdout_bytes == MANIFEST
+    assert len(asked_at) >= 2
+    assert asked_at[1] - asked_at[0] >= 1.9
 
 
 def test_a_token_realm_keeps_its_own_query(cli: Mirrord) -> None:
