@@ -88,6 +88,7 @@ class Gate:
     def __init__(self, requests_per_second: float | None) -> None:
         self._paused_until = 0.0
         self._manifests_paused_until = 0.0
+        self.quota_unconfirmed = False  # manifest GETs wait for a HEAD to show the quota moved
         self._throttler = (
             Throttler(rate_limit=max(1, round(requests_per_second)), period=1.0)
             if requests_per_second
@@ -111,12 +112,15 @@ class Gate:
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
     def pause_manifest_gets(self, seconds: float) -> bool:
-        """Pause manifest GETs; True if they were not paused already."""
-        was_running = self._manifests_paused_until <= time.monotonic()
+        """Pause manifest GETs until a look at the quota says it moved; True if they were not
+        paused already."""
+        was_running = not self.quota_unconfirmed
+        self.quota_unconfirmed = True
         self._manifests_paused_until = max(self._manifests_paused_until, time.monotonic() + seconds)
         return was_running
 
     def resume_manifest_gets(self) -> None:
+        self.quota_unconfirmed = False
         self._manifests_paused_until = 0.0
 
     @property
@@ -405,6 +409,8 @@ class RegistryHttp:
         url = path if isinstance(path, URL) else base.join(URL(path, encoded=True))
         for retry_auth in (True, False):
             await self.gate.wait(method_class)
+            if method_class == "manifest_get" and self.gate.quota_unconfirmed:
+                await self._confirm_quota(url, scopes, what, headers)
             resp = await self._follow(
                 method, url, scopes, method_class, what, dict(headers or {}), body
             )
@@ -421,6 +427,21 @@ class RegistryHttp:
             scopes = self._learn_challenge(resp, scopes)
             resp.release()
         return resp
+
+    async def _confirm_quota(
+        self, url: URL, scopes: Scopes, what: str, headers: Mapping[str, str] | None
+    ) -> None:
+        """After a quota pause, read the figure with a HEAD (free) before a GET spends a pull:
+        still at the floor, the pause starts over (the waiting GETs would otherwise all go at
+        once and empty the quota); no figure in the answer, the GETs go on."""
+        while self.gate.quota_unconfirmed:
+            resp = await self._follow(
+                "HEAD", url, scopes, "manifest_head", what, dict(headers or {}), None
+            )
+            resp.release()
+            if "ratelimit-remaining" not in resp.headers:
+                self.gate.resume_manifest_gets()
+            await self.gate.wait("manifest_get")
 
     def _learn_challenge(self, resp: aiohttp.ClientResponse, scopes: Scopes) -> Scopes:
         """After a 401: adopt the registry's (new) challenge and forget the rejected token."""
