@@ -15,7 +15,7 @@ from email.utils import parsedate_to_datetime
 
 from mirrord.errors import MirrordError, RateLimited
 
-RETRY_AFTER_CAP = 900.0  # seconds; a longer Retry-After defers the job instead of blocking
+RETRY_AFTER_CAP = 900.0  # seconds; a longer Retry-After is waited only this long per attempt
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,6 +71,7 @@ TOKEN_TIMEOUT = aiohttp.ClientTimeout(total=60)  # a token answer is small: a st
 DEFAULT_CONNECTIONS = 32
 QUOTA_PAUSE = 300.0  # seconds between looks at an exhausted pull quota (regsync's minimum)
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+LONG_WAIT = 30.0  # seconds: a retry waiting this long is logged as a warning
 MAX_PAUSE = 900.0  # the longest Retry-After obeyed: a bogus "1 day" must not stall a registry
 
 # A request body: nothing, bytes (replayable), or a one-shot stream (never retried).
@@ -388,7 +389,10 @@ class RegistryHttp:
                 if not (exc.transient and replayable and attempt < self.backoff.attempts):
                     raise
                 delay = retry_delay(exc, attempt, self.backoff)
-                log.info("%s: %s: %s; retry %d in %.1fs", self.host, what, exc, attempt, delay)
+                level = logging.WARNING if delay >= LONG_WAIT else logging.INFO  # seen, not silent
+                log.log(
+                    level, "%s: %s: %s; retry %d in %.1fs", self.host, what, exc, attempt, delay
+                )
                 await asyncio.sleep(delay)
         try:
             yield resp
