@@ -513,19 +513,28 @@ def test_429_on_a_streamed_blob_upload_is_retried_with_a_fresh_session(
     assert_same_image(dest, "mirror/app", "v1", source.image, tmp_path)
 
 
+def _behind_token(fake: FakeServer, realm: str, granted: str, token: Handler) -> None:
+    """Serve `r:v1` to requests bearing `granted`; others get a Bearer challenge whose realm is
+    `realm` on the same server, answered by `token`."""
+    challenge = f'Bearer realm="{fake.url}{realm}",service="fake"'
+
+    async def registry(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") != f"Bearer {granted}":
+            return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+        if request.path == "/v2/":
+            return web.Response(status=200)
+        return web.Response(body=MANIFEST, headers={"Content-Type": OCI_MANIFEST})
+
+    fake.route("GET", "/v2/", registry)
+    fake.route("GET", "/v2/r/manifests/v1", registry)
+    fake.route("GET", "/token", token)
+
+
 def test_a_token_server_429_with_retry_after_is_waited_out(cli: Mirrord) -> None:
     """The token endpoint is the registry's too: its Retry-After holds every request back (it
     was ignored: retries after 0.6 s and 1.7 s, the job failed while the server said wait)."""
     asked_at: list[float] = []
     with FakeServer() as fake:
-        challenge = f'Bearer realm="{fake.url}/token",service="fake"'
-
-        async def registry(request: web.Request) -> web.StreamResponse:
-            if request.headers.get("Authorization") != "Bearer granted":
-                return web.Response(status=401, headers={"WWW-Authenticate": challenge})
-            if request.path == "/v2/":
-                return web.Response(status=200)
-            return web.Response(body=MANIFEST, headers={"Content-Type": OCI_MANIFEST})
 
         async def token(request: web.Request) -> web.StreamResponse:
             asked_at.append(time.monotonic())
@@ -533,9 +542,7 @@ def test_a_token_server_429_with_retry_after_is_waited_out(cli: Mirrord) -> None
                 return web.Response(status=429, headers={"Retry-After": "2"})
             return web.json_response({"token": "granted"})
 
-        fake.route("GET", "/v2/", registry)
-        fake.route("GET", "/v2/r/manifests/v1", registry)
-        fake.route("GET", "/token", token)
+        _behind_token(fake, "/token", "granted", token)
         result = cli("inspect", "--raw", "--tls-verify=false", f"docker://{fake.host}/r:v1").ok()
     assert result.stdout_bytes == MANIFEST
     assert len(asked_at) >= 2
@@ -544,23 +551,13 @@ def test_a_token_server_429_with_retry_after_is_waited_out(cli: Mirrord) -> None
 
 def test_a_token_realm_keeps_its_own_query(cli: Mirrord) -> None:
     with FakeServer() as fake:
-        challenge = f'Bearer realm="{fake.url}/token?tenant=7",service="fake"'
-
-        async def registry(request: web.Request) -> web.StreamResponse:
-            if request.headers.get("Authorization") != "Bearer t0ken-of-tenant-7":
-                return web.Response(status=401, headers={"WWW-Authenticate": challenge})
-            if request.path == "/v2/":
-                return web.Response(status=200)
-            return web.Response(body=MANIFEST, headers={"Content-Type": OCI_MANIFEST})
 
         async def token(request: web.Request) -> web.StreamResponse:
             if request.query.get("tenant") != "7":
                 return web.Response(status=400)
             return web.json_response({"token": "t0ken-of-tenant-7"})
 
-        fake.route("GET", "/v2/", registry)
-        fake.route("GET", "/v2/r/manifests/v1", registry)
-        fake.route("GET", "/token", token)
+        _behind_token(fake, "/token?tenant=7", "t0ken-of-tenant-7", token)
         result = cli("inspect", "--raw", "--tls-verify=false", f"docker://{fake.host}/r:v1").ok()
         assert result.stdout_bytes == MANIFEST
         asked = [seen.path_qs for seen in fake.requests(r"^/token")]
