@@ -8,7 +8,8 @@ Lifecycle:
 - SIGTERM/SIGINT: stop claiming, let running copies finish for up to `drain` seconds, hand the
   rest back to the queue, exit 0.
 - SIGHUP: reload the config; an invalid new config is refused (logged), the old one kept. The
-  HTTP token is re-read; `listen`, `database` and `log` take effect at the next start (said so).
+  HTTP token is re-read; `listen`, `database`, `log` and `limits.blobs` take effect at the next
+  start (said so).
 - systemd (`Type=notify`): READY=1 once the signals are handled, so a `systemctl reload` sent
   while starting waits for it instead of killing the process with SIGHUP's default action.
 - SIGKILL: nothing to do here by design. Leases expire and the next start (or another daemon)
@@ -30,7 +31,7 @@ from aiohttp import web
 
 from mirrord.config.daemon import MirrorConfig
 from mirrord.config.load import load_config
-from mirrord.engine import Engine, EngineLimits
+from mirrord.engine import Engine, engine_limits
 from mirrord.errors import MirrordError
 from mirrord.metrics import Metrics
 from mirrord.registry.options import RegistryOptions
@@ -67,9 +68,7 @@ class Daemon:
 
     async def run(self) -> None:
         async with await Store.open(self.config.database) as store:
-            engine = Engine(
-                store, self._options_for, EngineLimits(self.config.limits.blobs), self.metrics
-            )
+            engine = Engine(store, self._options_for, engine_limits(self.config), self.metrics)
             runner = JobRunner(engine, self.current_config, self._wake)
             events = FanOut(JobLog(), self.metrics)
             pool = WorkerPool(store, runner, pool_settings(self.config), events)
@@ -159,9 +158,11 @@ class Daemon:
         for setting in ("listen", "database", "log"):
             if getattr(new, setting) != getattr(self.config, setting):
                 log.warning("%s changed: it takes effect when mirrord restarts", setting)
+        if new.limits.blobs != self.config.limits.blobs:
+            log.warning("limits.blobs changed: it takes effect when mirrord restarts")
         self.config = new
         self.web.token = new.http_token
-        self.engine.reconfigure(self._options_for)
+        self.engine.reconfigure(self._options_for, engine_limits(new))
         self.pool.settings = pool_settings(new)
         self.scheduler.reschedule()
         self.pool.wake()

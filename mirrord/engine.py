@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mirrord.blobs import INDEX_TTL, BlobService
+from mirrord.config.daemon import MirrorConfig
 from mirrord.model import CopyRequest
 from mirrord.plan import RepoSelection, copies_for
 from mirrord.registry.events import NULL_OBSERVER, Observer
+from mirrord.registry.options import RegistryOptions
 from mirrord.store import BlobIndex as StoreBlobs
 from mirrord.store import BlobLocation, BlobRecord, BlobSource, BlobState, Store
 from mirrord.store.blobs import rank_candidates
@@ -151,6 +153,14 @@ class StoreBlobIndex:
 @dataclass(frozen=True, slots=True)
 class EngineLimits:
     blobs: int = 16  # blob streams at once, all jobs together
+    # A registry's pause (Retry-After, pull quota) longer than this defers the job to the queue
+    # instead of holding its slot (jobs for other registries go on meanwhile).
+    defer_after: float = 30.0
+
+
+def engine_limits(config: MirrorConfig) -> EngineLimits:
+    limits = config.limits
+    return EngineLimits(limits.blobs, limits.defer_after.total_seconds())
 
 
 # Called after every blob decision (for metrics and progress).
@@ -169,21 +179,32 @@ class Engine:
     ) -> None:
         self.store = store
         self.observer = observer
-        self.pool = ClientPool(options_for, observer)
+        self._defer_after = limits.defer_after
+        self.pool = ClientPool(self._deferring(options_for), observer)
         self.index = StoreBlobIndex(store.blobs)
         self.blobs = BlobService(self.index, asyncio.Semaphore(limits.blobs), observer)
         self._users: dict[ClientPool, int] = {}  # pool -> jobs running with it
         self._retired: set[ClientPool] = set()  # replaced by a reload, still in use
         self._closing: set[asyncio.Task[None]] = set()
 
-    def reconfigure(self, options_for: OptionsFor) -> None:
+    def reconfigure(self, options_for: OptionsFor, limits: EngineLimits) -> None:
         """New registry settings for jobs started from now on (running ones keep theirs; the
-        old pool's connections close when its last job ends)."""
-        old, self.pool = self.pool, ClientPool(options_for, self.observer)
+        old pool's connections close when its last job ends). `limits.blobs` is kept: the
+        streams in flight hold the old count."""
+        self._defer_after = limits.defer_after
+        old, self.pool = self.pool, ClientPool(self._deferring(options_for), self.observer)
         if old in self._users:
             self._retired.add(old)
         else:
             self._close_soon(old)
+
+    def _deferring(self, options_for: OptionsFor) -> OptionsFor:
+        """The registry options of jobs: a long pause defers the job (see EngineLimits)."""
+
+        def options(host: str, role: str) -> RegistryOptions:
+            return replace(options_for(host, role), defer_after=self._defer_after)
+
+        return options
 
     def _close_soon(self, pool: ClientPool) -> None:
         task = asyncio.create_task(pool.close(), name="close-retired-pool")

@@ -21,6 +21,7 @@
         │   ├── BlobUnknown           blob_unknown      no
         │   └── NameUnknown           name_unknown      no
         ├── RateLimited               rate_limited      yes  429 / TOOMANYREQUESTS (retry_after)
+        │   └── RegistryPaused        rate_limited      yes  a pause too long to wait in a job slot
         ├── ServerError               server_error      yes  5xx, 408
         └── UploadInvalid             upload_invalid    yes  BLOB_UPLOAD_UNKNOWN / _INVALID
 
@@ -156,6 +157,12 @@ class RateLimited(RegistryError):
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
         super().__init__(message, **kw)  # type: ignore[arg-type]
         self.retry_after = retry_after
+
+
+class RegistryPaused(RateLimited):
+    """The registry asked for a pause (Retry-After, or its pull quota) longer than a queued job
+    waits in its slot: the job goes back to the queue until the pause ends, the attempt not
+    counted (the registry's pacing is not the job's failure)."""
 
 
 class ServerError(RegistryError):

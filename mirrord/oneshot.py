@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mirrord.config.daemon import MirrorConfig
-from mirrord.engine import Engine, EngineLimits
+from mirrord.engine import Engine, engine_limits
 from mirrord.registry.events import Observer
 from mirrord.runner import JobRunner
 from mirrord.scheduler import enqueue_run
@@ -88,7 +88,7 @@ async def sync_once(
     events: tuple[JobEvents, ...] = (),
 ) -> OneShotResult:
     """Plan `config` into one run and run it to the end."""
-    engine = Engine(store, options_for, EngineLimits(config.limits.blobs), observer or Observer())
+    engine = Engine(store, options_for, engine_limits(config), observer or Observer())
     pool: WorkerPool | None = None
     try:
         pool = WorkerPool(

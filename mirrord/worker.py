@@ -18,12 +18,12 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from mirrord.config.daemon import MirrorConfig
-from mirrord.errors import MirrordError
+from mirrord.errors import MirrordError, RegistryPaused
 from mirrord.redact import redact_text
 from mirrord.retry import BackoffPolicy, is_transient, retry_delay
 from mirrord.store import Job, JobState, Store, Success, TagUpdate
@@ -135,6 +135,8 @@ class JobLog(JobEvents):
     ) -> None:
         level = logging.WARNING if state is JobState.QUEUED else logging.ERROR
         then = "will retry" if state is JobState.QUEUED else (state.value if state else "lost")
+        if isinstance(error, RegistryPaused) and state is JobState.QUEUED:
+            level, then = logging.INFO, "deferred"  # the pause itself was logged as a warning
         log.log(
             level,
             "job %d %s %s: %s (%s)",
@@ -396,16 +398,23 @@ class WorkerPool:
         self.completions.submit(success, report)
 
     async def _record_failure(self, job: Job, error: BaseException, duration: float) -> None:
+        if not isinstance(error, MirrordError | TimeoutError):
+            log.error("job %s (%s) hit an internal error", job.id, job.key, exc_info=error)
+        state = await asyncio.shield(self._requeue_or_fail(job, error))
+        self.completions.committed.set()
+        self.events.failed(job, error, state, duration)
+
+    def _requeue_or_fail(self, job: Job, error: BaseException) -> Awaitable[JobState | None]:
+        """A registry's long pause defers the job; a transient error with attempts left
+        queues it again after a backoff; anything else fails it."""
+        queue, reason, message = self.store.queue, reason_of(error), _message(error)
+        if isinstance(error, RegistryPaused):
+            due = time.time() + (error.retry_after or 0.0)
+            return queue.defer(job.id, self.name, due, reason, message)
         retry_at = None
         if is_transient(error) and job.attempts < job.max_attempts:
             retry_at = time.time() + retry_delay(error, job.attempts, self.settings.retry)
-        if not isinstance(error, MirrordError | TimeoutError):
-            log.error("job %s (%s) hit an internal error", job.id, job.key, exc_info=error)
-        state = await asyncio.shield(
-            self.store.queue.fail(job.id, self.name, reason_of(error), _message(error), retry_at)
-        )
-        self.completions.committed.set()
-        self.events.failed(job, error, state, duration)
+        return queue.fail(job.id, self.name, reason, message, retry_at)
 
     def stop_claiming(self) -> None:
         self._claiming = False

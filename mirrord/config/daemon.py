@@ -87,6 +87,8 @@ class LimitsSpec(Model):
     blobs: PositiveInt = 16
     per_registry: PerRegistryLimits = Field(default_factory=PerRegistryLimits, alias="per-registry")
     job_timeout: Duration = Field(timedelta(hours=1), alias="job-timeout")
+    # A registry's pause longer than this sends the job back to the queue (see EngineLimits).
+    defer_after: Duration = Field(timedelta(seconds=30), alias="defer-after")
 
 
 class RetrySpec(Model):

@@ -36,6 +36,7 @@ from mirrord.errors import (
     RateLimited,
     RedirectRefused,
     RegistryError,
+    RegistryPaused,
     RequestTimeout,
     TLSFailure,
     Unauthorized,
@@ -84,9 +85,17 @@ def api_host(host: str) -> str:
 
 
 class Gate:
-    """Pacing shared by every request to one registry: Retry-After pauses and an RPS limit."""
+    """Pacing shared by every request to one registry: Retry-After pauses and an RPS limit.
 
-    def __init__(self, requests_per_second: float | None) -> None:
+    With `defer_after`, a pause longer than that is not waited out: `wait` raises
+    `RegistryPaused`, and a queued job goes back to the queue until the pause ends.
+    """
+
+    def __init__(
+        self, requests_per_second: float | None, host: str = "", defer_after: float | None = None
+    ) -> None:
+        self._host = host
+        self._defer_after = defer_after
         self._paused_until = 0.0
         self._manifests_paused_until = 0.0
         self.quota_unconfirmed = False  # manifest GETs wait for a HEAD to show the quota moved
@@ -98,6 +107,8 @@ class Gate:
 
     async def wait(self, method_class: str) -> None:
         while (delay := self._delay(method_class)) > 0:
+            if (paused := self.deferral(delay)) is not None:
+                raise paused
             await asyncio.sleep(delay)
         if self._throttler is not None:
             async with self._throttler:
@@ -108,6 +119,17 @@ class Gate:
         if method_class == "manifest_get":
             until = max(until, self._manifests_paused_until)
         return until - time.monotonic()
+
+    def deferral(self, delay: float) -> RegistryPaused | None:
+        """The error that defers a wait of `delay` seconds, if it is too long to wait out."""
+        if self._defer_after is None or delay <= self._defer_after:
+            return None
+        return RegistryPaused(
+            f"{self._host}: the registry asked for a pause of {delay:.0f} s more "
+            "(Retry-After or its pull quota); the job waits in the queue, not in a slot",
+            retry_after=delay,
+            registry=self._host,
+        )
 
     def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
@@ -255,7 +277,7 @@ class RegistryHttp:
             if options.request_attempts is None
             else dataclasses.replace(backoff, attempts=options.request_attempts)
         )
-        self.gate = Gate(options.requests_per_second)
+        self.gate = Gate(options.requests_per_second, host, options.defer_after)
         # With a repository, an auth-file entry for its namespace (`host/ns`) applies too.
         self.auth = Authenticator(
             host, lookup(host, repository, options), self._fetch_token, options.registry_token
@@ -389,6 +411,9 @@ class RegistryHttp:
                 if not (exc.transient and replayable and attempt < self.backoff.attempts):
                     raise
                 delay = retry_delay(exc, attempt, self.backoff)
+                if isinstance(exc, RateLimited) and (paused := self.gate.deferral(delay)):
+                    log.warning("%s: %s: %s; its jobs wait in the queue", self.host, what, exc)
+                    raise paused from exc
                 level = logging.WARNING if delay >= LONG_WAIT else logging.INFO  # seen, not silent
                 log.log(
                     level, "%s: %s: %s; retry %d in %.1fs", self.host, what, exc, attempt, delay

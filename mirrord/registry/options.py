@@ -45,3 +45,6 @@ class RegistryOptions:
     connections: int | None = None
     ratelimit_floor: int | None = None  # pause manifest GETs when ratelimit-remaining <= floor
     request_attempts: int | None = None  # tries per request (--retry-times N: N+1); None: default
+    # A pause longer than this ends the request with RegistryPaused instead of being waited out
+    # (queued jobs: the slot goes to other work); None: wait (commands without a queue).
+    defer_after: float | None = None

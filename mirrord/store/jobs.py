@@ -322,6 +322,18 @@ class JobVerbs(Component):
 
         return await self._db.write(work, "recording a failure")
 
+    async def defer(
+        self, job_id: int, worker: str, due_at: float, reason: str, message: str
+    ) -> JobState | None:
+        """Queue a running job again, due at `due_at`, the attempt not counted (the registry
+        asked for a pause; nothing failed). Returns its new state, None if not owned."""
+        reason, message = bounded(reason, REASON_MAX) or "", bounded(message, ERROR_MAX) or ""
+        where = owned([job_id], worker)
+        later = Requeue(where, due_at, reason, message, refund_attempt=True, fail_exhausted=False)
+        now = self._clock()
+        result = await self._db.write(lambda conn: later.run(conn, now), "deferring a job")
+        return single_outcome(result)
+
     async def requeue(self, worker: str, job_ids: Sequence[int]) -> RequeueResult:
         """Hand a draining worker's jobs back, the attempt not counted."""
         if not job_ids:

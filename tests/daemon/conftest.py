@@ -125,14 +125,16 @@ class DaemonEnv:
     def log(self) -> Path:
         return self.workdir / f"daemon-{self.starts}.log"
 
-    def write_config(self, sources: str, *, jobs: int = 4, extra: str = "") -> None:
+    def write_config(
+        self, sources: str, *, jobs: int = 4, limits: str = "", extra: str = ""
+    ) -> None:
         self.config.write_text(
             f"database: {self.database}\n"
             f"listen: {self.listen}\n"
             "log: {format: json, level: info}\n"
             f"destination: {{registry: '{self.destination}', prefix: mirror, tls: plain-http}}\n"
             "schedule: {interval: 1h}\n"
-            f"limits: {{jobs: {jobs}, blobs: 8, job-timeout: 2m}}\n"
+            f"limits: {{jobs: {jobs}, blobs: 8, job-timeout: 2m, {limits}}}\n"
             "retry: {attempts: 4, base: 200ms, max: 1s}\n"
             f"registries:\n  '{self.source}': {{tls: plain-http}}\n"
             f"{extra}"

@@ -8,9 +8,10 @@ import sqlite3
 import subprocess
 import sys
 
+from mirrord.store import JobState
 from mirrord.store.records import BlobState
-from tests.daemon.conftest import REPOS, Corpus, DaemonEnv, destination_digest
-from tests.harness.faultproxy import FaultProxy
+from tests.daemon.conftest import REPOS, Corpus, DaemonEnv, destination_digest, mirrored_name
+from tests.harness.faultproxy import FaultProxy, MakeFaultProxy
 
 
 def sync(env: DaemonEnv) -> subprocess.CompletedProcess[str]:
@@ -72,6 +73,41 @@ def test_a_429_storm_with_retry_after_pauses_every_worker_together(
     ]
     assert early == [], [(r.method, r.path, r.started - limited.started) for r in early]
     assert len(src_proxy.records(path=r"/manifests/")) > len(corpus.tags_of(repo))
+
+
+def test_a_long_retry_after_sends_the_job_back_to_the_queue_and_frees_its_slot(
+    daemon_env: tuple[DaemonEnv, FaultProxy, FaultProxy],
+    corpus: Corpus,
+    fault_proxy: MakeFaultProxy,
+) -> None:
+    env, paused, _ = daemon_env
+    other = fault_proxy(corpus.registry)  # the same images, as a second registry
+    paused.respond(429, path=r"/manifests/", retry_after=4, times=1)
+    files = []
+    for name, host, repo, tags in (
+        ("paused", paused.host, REPOS[1], ["v0.0.0"]),
+        ("other", other.host, REPOS[2], ["v0.0.0", "v1.0.0", "v2.0.0"]),
+    ):
+        tls = "" if host == env.source else "  tls-verify: false\n"  # plain HTTP, as in skopeo
+        path = env.workdir / f"{name}.yaml"
+        path.write_text(f"'{host}':\n{tls}  images:\n    {repo}: {tags}\n")
+        files.append(f"  - file: {path}\n")
+    # One job slot: the paused registry's job must not hold it while the other's wait.
+    env.write_config("".join(files), jobs=1, limits="defer-after: 1s")
+    done = sync(env)
+    assert done.returncode == 0, done.stderr
+    for repo, tag in [(REPOS[1], "v0.0.0"), *((REPOS[2], f"v{n}.0.0") for n in range(3))]:
+        image = corpus.tags[f"{repo}:{tag}"]
+        assert destination_digest(env.destination, mirrored_name(repo), tag) == image.digest
+    [limited] = paused.records(status=429)
+    pause = (limited.started, limited.started + 4.0)
+    assert [r for r in paused.records() if pause[0] < r.started < pause[1]] == []
+    meanwhile = [r for r in other.records(path=r"/manifests/") if pause[0] < r.started < pause[1]]
+    assert meanwhile, "the other registry's jobs waited for the paused one's slot"
+    [deferred] = [
+        job for job in env.jobs() if job.key.endswith(f"{mirrored_name(REPOS[1])}:v0.0.0")
+    ]
+    assert (deferred.state, deferred.attempts) == (JobState.SUCCEEDED, 1)  # the wait was free
 
 
 def test_immutable_tags_already_mirrored_cost_no_request(

@@ -180,6 +180,20 @@ async def test_requeue_hands_jobs_back_without_counting_the_attempt(store: Store
     assert [job.attempts for job in again] == [1, 1]
 
 
+async def test_a_deferred_job_waits_until_due_and_keeps_its_last_attempt(
+    store: Store, clock: FakeClock
+) -> None:
+    q = store.queue
+    await q.enqueue([NewJob(JobKind.COPY, "reg.example/repo:t0", {}, max_attempts=1)])
+    [job] = await q.claim("w")
+    state = await q.defer(job.id, "w", clock.now + 60, "rate_limited", "paused for 60 s")
+    assert state is JobState.QUEUED  # not failed, although its one attempt was claimed
+    assert await q.claim("w") == []
+    clock.advance(61)
+    [again] = await q.claim("w")
+    assert (again.id, again.attempts) == (job.id, 1)
+
+
 async def test_reap_requeues_expired_leases_only(store: Store, clock: FakeClock) -> None:
     q = store.queue
     await q.enqueue(copy_jobs(2))

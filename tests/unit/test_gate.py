@@ -6,6 +6,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 import mirrord.registry.http as http_module
+from mirrord.errors import RegistryPaused
 from mirrord.manifests import OCI_MANIFEST, compute_digest
 from mirrord.registry.client import RegistryClient
 from mirrord.registry.http import Gate, RegistryHttp
@@ -30,6 +31,18 @@ def test_a_retry_after_pause_holds_every_request_class() -> None:
     asyncio.run(gate.wait("blob_get"))
     assert time.monotonic() - started >= 0.29
     assert gate.backoff_remaining == 0
+
+
+def test_a_pause_longer_than_a_job_waits_defers_it_and_a_short_one_is_waited_out() -> None:
+    gate = Gate(None, "reg.example", defer_after=30.0)
+    gate.pause(600.0)
+    with pytest.raises(RegistryPaused) as paused:
+        asyncio.run(gate.wait("blob_get"))
+    assert 599 < (paused.value.retry_after or 0) <= 600  # the job is due when the pause ends
+    assert "reg.example" in str(paused.value)
+    short = Gate(None, "reg.example", defer_after=30.0)
+    short.pause(0.1)
+    asyncio.run(short.wait("blob_get"))  # no error: waited in the slot
 
 
 def test_the_docker_hub_quota_floor_pauses_manifest_pulls_only() -> None:
