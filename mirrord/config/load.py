@@ -36,7 +36,7 @@ from mirrord.config.registries import (
     warn_if_exposed,
 )
 from mirrord.config.skopeo import SkopeoFile, SourceContext, read_skopeo, top_level_hint
-from mirrord.config.yamlsafe import Document, KeyPath, read_text, read_yaml
+from mirrord.config.yamlsafe import Document, KeyPath, UnreadableDocument, read_text, read_yaml
 from mirrord.errors import ConfigError, InvalidReference
 from mirrord.model import PlatformPolicy
 from mirrord.plan import RepoSelection
@@ -286,7 +286,11 @@ class Loader:
         sources = []
         for path in paths:
             ctx = replace(self._named(item, path.stem, exact=single), base_dir=path.parent)
-            doc = read_yaml(path, _display(path, self.base_dir))
+            try:
+                doc = read_yaml(path, _display(path, self.base_dir))
+            except UnreadableDocument as exc:
+                self.problems.add_unreadable(exc)
+                continue
             selections = load_skopeo_document(doc, ctx, self.registries, self.problems)
             sources.append(Source(ctx.name, "file", str(path), tuple(selections)))
         return sources
@@ -379,8 +383,8 @@ def load_list_file(
     except InvalidReference:
         problems.add(doc, (), f"{registry!r} is not a registry host", 1)
         return []
-    except ConfigError as exc:
-        problems.add(doc, (), str(exc).removeprefix(f"{doc.name}: "), 1)
+    except UnreadableDocument as exc:
+        problems.add_unreadable(exc)
         return []
     parsed = parse_image_list(text, registry)
     selections, naming = list_selections(parsed, ctx)

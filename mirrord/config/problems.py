@@ -15,7 +15,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, RootModel, ValidationError
 
 from mirrord.config.invalid import Invalid as Invalid  # re-exported
-from mirrord.config.yamlsafe import Document, KeyPath
+from mirrord.config.yamlsafe import Document, KeyPath, UnreadableDocument
 from mirrord.errors import ConfigError
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -65,6 +65,11 @@ class Problems:
         self._files.setdefault(doc.name, len(self._files))
         line = doc.line(path) if line is None else line
         self._items.append(Problem(doc.name, line, format_path(path), message))
+
+    def add_unreadable(self, error: UnreadableDocument) -> None:
+        """A file that could not be read or parsed: one problem, the others still checked."""
+        self._files.setdefault(error.name, len(self._files))
+        self._items.append(Problem(error.name, error.line, "", error.detail))
 
     def add_read_problems(self, doc: Document) -> None:
         for problem in doc.problems:

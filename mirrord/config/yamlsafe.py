@@ -59,6 +59,14 @@ class Document:
         return 1
 
 
+class UnreadableDocument(ConfigError):
+    """A file that could not be read or parsed at all: where (`name`, `line`) and why."""
+
+    def __init__(self, name: str, line: int | None, detail: str) -> None:
+        super().__init__(f"{name}:{line}: {detail}" if line else f"{name}: {detail}")
+        self.name, self.line, self.detail = name, line or 1, detail
+
+
 _TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
 _OPEN = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
 _CLOSE = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
@@ -86,7 +94,7 @@ def _check_events(text: str, name: str) -> list[ReadProblem]:
         line = mark.line + 1
         depth += isinstance(event, _OPEN) - isinstance(event, _CLOSE)
         if depth > MAX_DEPTH:
-            raise ConfigError(f"{name}:{line}: invalid YAML: {_TOO_DEEP}")
+            raise UnreadableDocument(name, line, f"invalid YAML: {_TOO_DEEP}")
         if isinstance(event, yaml.AliasEvent):
             refused.append(ReadProblem(line, (), "aliases (*name) are not allowed"))
         elif getattr(event, "anchor", None) is not None:
@@ -169,7 +177,7 @@ def parse_yaml(text: str, name: str, path: Path | None = None) -> Document:
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else 1
         # Only the problem, never the snippet: the offending line may hold a password.
-        raise ConfigError(f"{name}:{line}: invalid YAML: {exc.problem}") from None
+        raise UnreadableDocument(name, line, f"invalid YAML: {exc.problem}") from None
     finally:
         if loader is not None:
             loader.dispose()
@@ -186,13 +194,15 @@ def read_text(path: Path, name: str | None = None) -> str:
         with path.open("rb") as handle:
             raw = handle.read(MAX_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(f"{name}: cannot read it ({exc.strerror or exc})") from None
+        raise UnreadableDocument(name, None, f"cannot read it ({exc.strerror or exc})") from None
     if len(raw) > MAX_BYTES:
-        raise ConfigError(f"{name}: larger than {MAX_BYTES // 1024} KiB; refusing to read it")
+        raise UnreadableDocument(
+            name, None, f"larger than {MAX_BYTES // 1024} KiB; refusing to read it"
+        )
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{name}: not UTF-8 text (byte {exc.start})") from None
+        raise UnreadableDocument(name, None, f"not UTF-8 text (byte {exc.start})") from None
 
 
 def read_yaml(path: Path, name: str | None = None) -> Document:

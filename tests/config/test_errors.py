@@ -211,6 +211,7 @@ def test_a_registry_configured_twice_differently(tmp_path: Path) -> None:
 def test_every_problem_of_every_file_at_once(tmp_path: Path) -> None:
     write(tmp_path, "sync.d/a.yaml", "quay.io: {images: {Bad: []}}\n")
     write(tmp_path, "sync.d/b.yaml", "ghcr.io: {images-by-semver: {x: '~>'}}\n")
+    write(tmp_path, "sync.d/c.yaml", "quay.io:\n  images: {x: [v1, v2\n")  # not even YAML
     write(tmp_path, "list.txt", "ok:1\nno-tag\n")
     path = write(
         tmp_path,
@@ -224,7 +225,7 @@ def test_every_problem_of_every_file_at_once(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError) as err:
         load_config(path)
-    assert str(err.value) == f"{path}: 5 problems"
+    assert str(err.value) == f"{path}: 6 problems"
     assert [p.replace(str(tmp_path) + "/", "") for p in err.value.problems] == [
         "mirrord.yaml:2: schedule: give exactly one of interval and cron",
         "mirrord.yaml:6: sources[2].file: nowhere.yaml: no such file",
@@ -232,6 +233,7 @@ def test_every_problem_of_every_file_at_once(tmp_path: Path) -> None:
         "(lowercase letters, digits and . _ - separators only)",
         "sync.d/b.yaml:1: \"ghcr.io\".images-by-semver.x: invalid semver constraint '~>': "
         "improper constraint '~>'",
+        "sync.d/c.yaml:3: invalid YAML: did not find expected ',' or ']'",
         "list.txt:2: 'no-tag' needs a :tag or an @sha256:digest",
     ]
 
