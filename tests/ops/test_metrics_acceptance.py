@@ -225,14 +225,17 @@ async def test_rate_limits_show_as_429s_backoff_and_remaining_quota(
     )
     sources = [skopeo_source(tmp_path, "hub", hub.host, {"app/hub": ["v1"]})]
     config = daemon_config(tmp_path, destination=mirror.host, sources=sources)
-    daemon = start_daemon(config, "--drain", "1")  # the job waits out Retry-After: don't wait
+    daemon = start_daemon(config, "--drain", "1")
     await daemon.wait_healthy()
 
+    deferred = {"kind": "copy", "outcome": "retried", "reason": "rate_limited"}
     samples = await daemon.wait_for_metrics(
         lambda s: (
             s.value("mirrord_registry_rate_limited_total", registry=hub.host) >= 1
             and s.value("mirrord_registry_backoff_seconds", registry=hub.host) > 0
-            and s.value("mirrord_jobs", state="running") == 1
+            # The job waits out the 2-minute pause in the queue, not in a slot.
+            and s.value("mirrord_jobs_finished_total", **deferred) == 1
+            and s.value("mirrord_jobs", state="queued") == 1
         )
     )
     assert 60 < samples.value("mirrord_registry_backoff_seconds", registry=hub.host) <= 120
