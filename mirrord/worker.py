@@ -408,12 +408,13 @@ class WorkerPool:
         """A registry's long pause defers the job; a transient error with attempts left
         queues it again after a backoff; anything else fails it."""
         queue, reason, message = self.store.queue, reason_of(error), _message(error)
+        now = self.store.clock()  # not time.time(): other daemons compare due times with theirs
         if isinstance(error, RegistryPaused):
-            due = time.time() + (error.retry_after or 0.0)
+            due = now + (error.retry_after or 0.0)
             return queue.defer(job.id, self.name, due, reason, message)
         retry_at = None
         if is_transient(error) and job.attempts < job.max_attempts:
-            retry_at = time.time() + retry_delay(error, job.attempts, self.settings.retry)
+            retry_at = now + retry_delay(error, job.attempts, self.settings.retry)
         return queue.fail(job.id, self.name, reason, message, retry_at)
 
     def stop_claiming(self) -> None:
@@ -473,7 +474,8 @@ class WorkerPool:
 
     async def reaper(self) -> None:
         """Requeue the jobs of a dead predecessor on this host at once, then, forever, jobs
-        whose leases expired (a crashed worker's elsewhere)."""
+        whose leases expired (a crashed worker's elsewhere), measuring the database server's
+        clock again before each round (leases are compared on its time)."""
         dead = dead_local_workers(await self.store.queue.running_workers())
         if dead:
             result = await self.store.queue.reap_workers(dead)
@@ -483,3 +485,4 @@ class WorkerPool:
             if result:
                 log.warning("jobs whose worker stopped renewing its lease: %r", result)
             await asyncio.sleep(self.settings.reap_every)
+            await self.store.sync_clock()

@@ -261,5 +261,6 @@ class Component:
 
     @property
     def clock(self) -> Clock:
-        """The time the store records (a test's fake clock, or `time.time`)."""
+        """The time the store records: a test's fake clock, the database server's time on
+        PostgreSQL (`ServerClock`), else `time.time`."""
         return self._clock

@@ -7,6 +7,7 @@ from types import TracebackType
 
 from mirrord.store import migrate
 from mirrord.store.blobs import BlobIndex
+from mirrord.store.clock import ServerClock
 from mirrord.store.db import Clock, Database, default_database_url
 from mirrord.store.queue import Queue
 from mirrord.store.tags import TagStates
@@ -17,6 +18,7 @@ class Store:
 
     def __init__(self, db: Database, clock: Clock = time.time) -> None:
         self.db = db
+        self.clock = clock
         self.queue = Queue(db, clock)
         self.blobs = BlobIndex(db, clock)
         self.tags = TagStates(db, clock)
@@ -26,21 +28,33 @@ class Store:
         cls,
         url: str | None = None,
         *,
-        clock: Clock = time.time,
+        clock: Clock | None = None,
+        local: Clock = time.time,
         upgrade: bool = True,
         create: bool = True,
     ) -> Store:
         """Open the database at `url` (default: `default_database_url()`) and, unless told
         otherwise, bring its schema up to date. `create=False` refuses a missing SQLite file
-        (commands that only look at or change existing jobs)."""
+        (commands that only look at or change existing jobs).
+
+        The store's clock is `clock` if given (a test's); else, on PostgreSQL, the server's
+        time read through this machine's `local` clock (`ServerClock`: daemons sharing the
+        database agree on leases and due times whatever their own clocks say); else `local`."""
         db = Database(url or default_database_url(), create=create)
         try:
             if upgrade:
                 await migrate.upgrade(db)
+            if clock is None:
+                clock = await _default_clock(db, local)
         except BaseException:
             await db.dispose()
             raise
         return cls(db, clock)
+
+    async def sync_clock(self) -> None:
+        """Measure the database server's clock again (a no-op unless it is the store's)."""
+        if isinstance(self.clock, ServerClock):
+            await self.clock.sync(self.db)
 
     async def close(self) -> None:
         await self.db.dispose()
@@ -58,3 +72,11 @@ class Store:
 
     def __repr__(self) -> str:
         return f"<Store {self.db.url.render_as_string(hide_password=True)}>"
+
+
+async def _default_clock(db: Database, local: Clock) -> Clock:
+    if not db.is_postgres:
+        return local  # SQLite: one machine, one clock
+    server = ServerClock(local)
+    await server.sync(db)
+    return server
