@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from types import TracebackType
 
@@ -11,6 +12,10 @@ from mirrord.store.clock import ServerClock
 from mirrord.store.db import Clock, Database, default_database_url
 from mirrord.store.queue import Queue
 from mirrord.store.tags import TagStates
+
+log = logging.getLogger(__name__)
+
+SKEW_WARNING = 10.0  # seconds between this machine's clock and the database server's
 
 
 class Store:
@@ -79,4 +84,10 @@ async def _default_clock(db: Database, local: Clock) -> Clock:
         return local  # SQLite: one machine, one clock
     server = ServerClock(local)
     await server.sync(db)
+    if abs(server.offset) > SKEW_WARNING:
+        log.warning(
+            "this machine's clock is %+.0f s off the database server's: mirrord's leases and "
+            "due times follow the server's, but check NTP",
+            -server.offset,
+        )
     return server

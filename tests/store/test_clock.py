@@ -31,10 +31,12 @@ class SkewedClock:
     ids=["reaper-ahead", "claimer-behind"],
 )
 async def test_daemons_whose_clocks_differ_by_more_than_a_lease_keep_each_others_jobs(
-    postgres_url: str, claimer_skew: float, reaper_skew: float
+    postgres_url: str, claimer_skew: float, reaper_skew: float, caplog: pytest.LogCaptureFixture
 ) -> None:
     claimer = await Store.open(postgres_url, local=SkewedClock(claimer_skew))
     reaper = await Store.open(postgres_url, local=SkewedClock(reaper_skew))
+    [warning] = [r.getMessage() for r in caplog.records if "check NTP" in r.getMessage()]
+    assert f"{SKEW:+.0f} s off" in warning or f"{-SKEW:+.0f} s off" in warning
     try:
         await claimer.queue.enqueue(copy_jobs(1))
         [job] = await claimer.queue.claim("claimer:1", lease_seconds=LEASE)
