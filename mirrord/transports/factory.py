@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import stat
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from mirrord.errors import InvalidReference
+from mirrord.errors import InvalidReference, LocalStorageError
 from mirrord.model import Platform
 from mirrord.refs import ImageReference, check_repository, is_digest
 from mirrord.transports.base import ImageDestination, ImageSource
@@ -170,6 +171,7 @@ async def open_destination(
 async def _archive(path: Path, platform: Platform) -> AsyncIterator[ArchiveWriter]:
     from mirrord.transports.archivewriter import ArchiveWriter
 
+    _refuse_existing_archive(path)
     writer = ArchiveWriter(path, platform)
     try:
         yield writer
@@ -177,6 +179,22 @@ async def _archive(path: Path, platform: Platform) -> AsyncIterator[ArchiveWrite
         writer.discard()
         raise
     await writer.finish()
+
+
+def _refuse_existing_archive(path: Path) -> None:
+    """A docker-archive is written whole: copying into an existing one would replace the images
+    it holds with this one. skopeo refuses too; an empty file (`mktemp`) is fine."""
+    try:
+        existing = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise LocalStorageError(f"{path}: cannot use it ({exc.strerror or exc})") from None
+    if existing.st_size or not stat.S_ISREG(existing.st_mode):
+        raise LocalStorageError(
+            f"{path}: already exists; a docker-archive cannot take one more image (the images in "
+            "it would be lost): write a new file, or remove this one first"
+        )
 
 
 def _needs_repo(location: LocalLocation) -> str:

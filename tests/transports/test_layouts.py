@@ -166,6 +166,20 @@ def test_a_docker_archive_written_by_mirrord_round_trips_digests(
     )
 
 
+def test_a_docker_archive_that_exists_is_not_replaced(
+    image_builder: ImageBuilder, tmp_path: Path
+) -> None:
+    lay = layout(image_builder, tmp_path)
+    archive = tmp_path / "out.tar"
+    archive.touch()  # an empty file (mktemp) is fine
+    copy(f"oci:{lay.path}:docker", f"docker-archive:{archive}:example.com/app:d")
+    before = archive.read_bytes()
+    result = mirrord("copy", f"oci:{lay.path}:v1", f"docker-archive:{archive}:example.com/app:v1")
+    assert result.exit_code == 1
+    assert f"{archive}: already exists" in result.stderr  # as skopeo, which refuses it too
+    assert archive.read_bytes() == before
+
+
 def test_sync_between_local_transports_and_a_registry(
     image_builder: ImageBuilder, tmp_path: Path, make_registry: MakeRegistry
 ) -> None:
