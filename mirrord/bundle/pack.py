@@ -183,15 +183,18 @@ def _unpack(archive: Path, fs: LocalRoot) -> int:
                     raise LocalStorageError(f"{archive}: member {name!r} is not a regular file")
                 f = tar.extractfile(info)
                 assert f is not None
+                if name in seen or (name == SUMS_FILE and sums is not None):
+                    raise LocalStorageError(f"{archive}: member {name!r} appears twice")
                 if name == SUMS_FILE:
                     sums = f.read(64 * 1024 * 1024)
                     continue
-                if name in seen:
-                    raise LocalStorageError(f"{archive}: member {name!r} appears twice")
                 try:
                     seen[name] = _extract(fs, name, f, info.size)
                 except IntegrityError as exc:
                     raise IntegrityError(f"{archive}: {name}: {exc}") from None
+                except OSError as exc:  # a name too long for this file system, a full disk
+                    reason = exc.strerror or str(exc)
+                    raise LocalStorageError(f"{archive}: member {name[:200]!r}: {reason}") from None
     except (tarfile.TarError, zstandard.ZstdError) as exc:
         raise LocalStorageError(f"{archive}: not a readable packed bundle ({exc})") from None
     _check_sums(archive, seen, sums)

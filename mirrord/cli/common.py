@@ -89,6 +89,16 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         fail(f"command timed out after {flags.command_timeout}s")
     except KeyboardInterrupt:
         fail("interrupted", EXIT_INTERRUPTED)
+    except OSError as exc:  # a local file or directory the command could not use
+        if flags.debug:
+            logging.getLogger("mirrord").error("failed", exc_info=exc)
+        fail(os_error_message(exc))
+
+
+def os_error_message(error: OSError) -> str:
+    """`PATH: reason`, as the shell says it (no traceback for a full disk or a bad path)."""
+    reason = error.strerror or str(error)
+    return f"{error.filename}: {reason}" if error.filename else reason
 
 
 _SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")

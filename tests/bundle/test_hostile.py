@@ -186,6 +186,36 @@ def test_a_packed_bundle_cannot_write_outside_its_directory(tmp_path: Path) -> N
     assert list(work.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("odd", "said"),
+    [
+        # each part of the name fits the file system, the whole path does not (PATH_MAX)
+        (("/".join(["a" * 250] * 20), b"x"), "File name too long"),
+        (("SHA256SUMS", b"forged"), "'SHA256SUMS' appears twice"),
+    ],
+    ids=["name-too-long", "two-sums"],
+)
+def test_a_packed_bundle_this_machine_cannot_unpack_gets_one_line(
+    tmp_path: Path, odd: tuple[str, bytes], said: str
+) -> None:
+    info = b'{"mirrord-bundle":1,"format":"registry-storage","images":[],"blobs":[],"base":[]}'
+    members = [("mirrord-bundle.json", info), ("SHA256SUMS", b""), odd]
+    packed = tmp_path / "odd.tar"
+    with tarfile.open(packed, "w") as tar:
+        for name, data in members:
+            entry = tarfile.TarInfo(name)
+            entry.size = len(data)
+            tar.addfile(entry, io.BytesIO(data))
+    work = tmp_path / "work"
+    work.mkdir()
+    result = mirrord("verify", packed, "--workdir", work)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert f"mirrord: error: {packed}: member " in result.stderr
+    assert said in result.stderr
+    assert list(work.iterdir()) == []
+
+
 def test_a_packed_bundle_that_lost_its_tail_says_so(
     corpus: Corpus, tmp_path: Path, make_registry: MakeRegistry
 ) -> None:

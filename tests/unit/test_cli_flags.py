@@ -13,6 +13,7 @@ from mirrord.cli.common import (
     bare_bools_as_true,
     parse_creds,
     parse_duration,
+    run,
 )
 from mirrord.registry import credentials
 
@@ -120,3 +121,15 @@ def test_skopeo_global_flags_that_mean_nothing_here_are_accepted(tmp_path: Path)
     assert result.output.startswith(
         "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
     )
+
+
+def test_a_local_file_error_ends_a_command_with_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def export() -> None:
+        raise FileExistsError(17, "File exists", "/srv/bundles/today")
+
+    with click.Context(click.Command("export")), pytest.raises(SystemExit) as ended:
+        run(export())
+    assert ended.value.code == 1
+    assert capsys.readouterr().err == "mirrord: error: /srv/bundles/today: File exists\n"
