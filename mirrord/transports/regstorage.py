@@ -126,7 +126,12 @@ class RegistryStorage:
     def _find_repos(self, directory: Path, name: tuple[str, ...], found: list[str]) -> None:
         names = self.fs.list_dir(directory)
         if name and "_manifests" in names:
-            found.append(check_repository("/".join(name)))
+            try:
+                found.append(check_repository("/".join(name)))
+            except InvalidReference as exc:
+                raise LocalStorageError(
+                    f"{directory}: not a repository of images ({exc})"
+                ) from None
         for child in names:
             if not child.startswith("_") and self.fs.is_dir(directory / child):
                 self._find_repos(directory / child, (*name, child), found)

@@ -76,6 +76,16 @@ def test_a_link_holding_a_path_is_refused(tmp_path: Path) -> None:
     assert "not a digest" in result.stderr
 
 
+def test_a_stray_directory_among_the_repositories_is_named(tmp_path: Path) -> None:
+    pool = tmp_path / "pool"
+    plant(pool, "good", "1", b"{}")
+    stray = pool / V2 / "repositories/Bad"
+    (stray / "_manifests").mkdir(parents=True)
+    result = mirrord("verify", pool)
+    assert result.exit_code == 1
+    assert f"{stray}: not a repository of images (invalid repository name 'Bad')" in result.stderr
+
+
 def test_an_oci_index_naming_a_path_is_refused(tmp_path: Path, make_registry: MakeRegistry) -> None:
     bundle = tmp_path / "oci"
     bundle.mkdir()
