@@ -9,6 +9,7 @@ an archive), so a registry's storage directory copied by hand can be imported to
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from mirrord.bundle.info import BUNDLE_FILE, BundleInfo
 from mirrord.bundle.pack import is_packed_name, read_first_member, unpack
 from mirrord.errors import InvalidReference, LocalStorageError
 from mirrord.manifests import Descriptor
-from mirrord.refs import check_repository, check_tag, is_digest
+from mirrord.refs import check_repository, check_tag
 from mirrord.transports.base import ImageSource
 from mirrord.transports.dockerarchive import ArchiveReader, ArchiveSource
 from mirrord.transports.localfs import LocalRoot
@@ -178,20 +179,22 @@ class ArchiveBundle:
     def source(self, entry: Entry) -> ImageSource:
         return ArchiveSource(self.reader, entry.reference)
 
+    @functools.cached_property
+    def _stored(self) -> dict[str, str]:
+        return ArchiveSource(self.reader).stored()
+
     def blob_digests(self) -> set[str]:
-        found = set()
-        for name in self.reader.names():
-            parts = name.split("/")
-            if len(parts) == 3 and parts[0] == "blobs" and is_digest(f"{parts[1]}:{parts[2]}"):
-                found.add(f"{parts[1]}:{parts[2]}")
-        return found
+        return set(self._stored)
 
     def rehash(self, digest: str) -> tuple[str, int]:
-        actual, size, _ = self.reader.hash("blobs/" + "/".join(digest.split(":", 1)))
+        if digest not in self._stored:
+            raise LocalStorageError(f"{self.path}: no member holds {digest}")
+        actual, size, _ = self.reader.hash(self._stored[digest])
         return actual, size
 
     def blob_problem(self, entry: Entry, desc: Descriptor) -> str | None:
-        return _size_problem(self.reader.size("blobs/" + "/".join(desc.digest.split(":", 1))), desc)
+        member = self._stored.get(desc.digest)
+        return _size_problem(None if member is None else self.reader.size(member), desc)
 
     def scan(self) -> list[str]:
         return []

@@ -87,6 +87,7 @@ class ArchiveReader:
             self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise LocalStorageError(f"{path}: {exc.strerror}") from None
+        self._hashes: dict[int, tuple[str, int, bool]] = {}  # by offset: hashed once
         try:
             self._members = self._index()
         except BaseException:
@@ -151,10 +152,16 @@ class ArchiveReader:
         return os.pread(self._fd, info.size, info.offset_data)
 
     def hash(self, name: str) -> tuple[str, int, bool]:
-        """(sha256 digest, size, gzip'd?) of a member."""
+        """(sha256 digest, size, gzip'd?) of a member. Each member is read once: a classic
+        archive's files are hashed to name its blobs, then looked up by those names."""
         info = self._regular(name)
         if info is None:
             raise LocalStorageError(f"{self.path}: member {name!r} is missing")
+        if info.offset_data not in self._hashes:
+            self._hashes[info.offset_data] = self._hash(info)
+        return self._hashes[info.offset_data]
+
+    def _hash(self, info: tarfile.TarInfo) -> tuple[str, int, bool]:
         hasher = hashlib.sha256()
         head = b""
         for offset in range(0, info.size, CHUNK):
@@ -245,11 +252,27 @@ class ArchiveSource:
             if found is not None:
                 return found.digest, found.media_type
         entry = _pick_docker(self.reader.docker_entries(), reference, self.description)
-        if entry is None:
-            return None
+        return None if entry is None else (self._make(entry), DOCKER_MANIFEST)
+
+    def _make(self, entry: DockerEntry) -> str:
+        """The digest of the manifest made for a classic entry (its files are remembered)."""
         manifest, files = _made_manifest(self.reader, entry)
         self._made[manifest.digest] = (manifest, files)
-        return manifest.digest, DOCKER_MANIFEST
+        return manifest.digest
+
+    def stored(self) -> dict[str, str]:
+        """digest -> member of every blob and manifest in the archive, as `blob()` and
+        `manifest()` find them: `blobs/<alg>/<hex>`, and, when index.json names no image, the
+        config and layer files of each manifest.json image (named by their hash, so they are
+        all read; an image whose files cannot be read is left out: reading it says why)."""
+        if not self.reader.oci_entries():
+            for entry in self.reader.docker_entries():
+                with contextlib.suppress(LocalStorageError):
+                    self._make(entry)
+        found = {d: name for name in self.reader.names() if (d := _member_digest(name))}
+        for _, files in self._made.values():
+            found.update(files)
+        return found
 
     def _read(self, digest: str, media_type: str | None) -> Manifest:
         if digest in self._made:
@@ -293,6 +316,13 @@ class ArchiveSource:
 
 def _blob_member(digest: str) -> str:
     return "blobs/" + "/".join(check_digest(digest).split(":", 1))
+
+
+def _member_digest(name: str) -> str | None:
+    """The digest a `blobs/<alg>/<hex>` member is stored under; None for any other member."""
+    parts = name.split("/")
+    digest = ":".join(parts[1:])
+    return digest if len(parts) == 3 and parts[0] == "blobs" and is_digest(digest) else None
 
 
 def _entry_name(entry: IndexEntry) -> str:
