@@ -51,11 +51,12 @@ MAX_LINK_DEPTH = 8
 MAX_METADATA = 64 * 1024 * 1024
 
 
-def member_name(name: str) -> str:
-    """A member name normalised (`./a//b` -> `a/b`); hostile names are refused."""
+def member_name(name: str, where: str | Path) -> str:
+    """A member name normalised (`./a//b` -> `a/b`); hostile names are refused, naming `where`
+    (the archive, or its manifest.json entry)."""
     clean = posixpath.normpath(name) if name else ""
     if name.startswith("/") or clean.startswith("../") or clean in ("..", ".", "") or "\0" in name:
-        raise LocalStorageError(f"archive member {name[:120]!r}: refusing an unsafe name")
+        raise LocalStorageError(f"{where}: member {name[:120]!r}: refusing an unsafe name")
     return clean
 
 
@@ -106,7 +107,7 @@ class ArchiveReader:
                         continue
                     if info.issparse():
                         raise LocalStorageError(f"{self.path}: sparse member {info.name!r}")
-                    members[member_name(info.name)] = info
+                    members[member_name(info.name, self.path)] = info
         except tarfile.TarError as exc:
             raise LocalStorageError(f"{self.path}: not a readable tar archive ({exc})") from None
         return members
@@ -132,9 +133,11 @@ class ArchiveReader:
             if info.isreg():
                 return info
             if info.issym():
-                name = member_name(posixpath.join(posixpath.dirname(name), info.linkname))
+                name = member_name(
+                    posixpath.join(posixpath.dirname(name), info.linkname), self.path
+                )
             elif info.islnk():
-                name = member_name(info.linkname)
+                name = member_name(info.linkname, self.path)
             else:
                 raise LocalStorageError(f"{self.path}: member {name!r} is not a file")
         raise LocalStorageError(f"{self.path}: member {name!r}: links nested too deep")
@@ -213,7 +216,7 @@ def _docker_entry(item: Any, where: str) -> DockerEntry:
     if not (isinstance(config, str) and _strings(tags) and _strings(layers)):
         raise LocalStorageError(f"{where}: needs Config, Layers (strings) and RepoTags")
     return DockerEntry(
-        member_name(config), tuple(tags), tuple(member_name(layer) for layer in layers)
+        member_name(config, where), tuple(tags), tuple(member_name(x, where) for x in layers)
     )
 
 

@@ -169,3 +169,22 @@ def test_two_names_that_would_import_as_one_are_refused(web: Layout, tmp_path: P
         f"{archive}: 'a.example.com/app:v1' and 'b.example.com/app:v1' would both import as "
         "'app:v1'" in result.stderr
     )
+
+
+def test_an_unsafe_member_name_names_its_archive(tmp_path: Path) -> None:
+    archive = tmp_path / "evil.tar"
+    write_tar(archive, {"manifest.json": b"[]", "x/../../PWNED": b"gotcha"})
+    result = mirrord("copy", f"docker-archive:{archive}:evil:1", f"dir:{tmp_path / 'out'}")
+    assert result.exit_code == 1
+    assert f"{archive}: member 'x/../../PWNED': refusing an unsafe name" in result.stderr
+    manifest = [{"Config": "../../etc/passwd", "RepoTags": ["evil:1"], "Layers": []}]
+    write_tar(archive, {"manifest.json": json.dumps(manifest).encode()})
+    result = mirrord("copy", f"docker-archive:{archive}:evil:1", f"dir:{tmp_path / 'out'}")
+    assert result.exit_code == 1
+    assert f"{archive}: manifest.json[0]: member '../../etc/passwd'" in result.stderr
+    packed = tmp_path / "evil-bundle.tar"
+    info = b'{"mirrord-bundle":1,"format":"registry-storage","images":[],"blobs":[],"base":[]}'
+    write_tar(packed, {"mirrord-bundle.json": info, "../escaped": b"gotcha", "SHA256SUMS": b""})
+    result = mirrord("verify", packed, "--workdir", tmp_path)
+    assert result.exit_code == 1
+    assert f"{packed}: member '../escaped': refusing an unsafe name" in result.stderr
