@@ -9,6 +9,7 @@ an archive), so a registry's storage directory copied by hand can be imported to
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -18,9 +19,10 @@ from typing import Protocol
 
 from mirrord.bundle.info import BUNDLE_FILE, BundleInfo
 from mirrord.bundle.pack import is_packed_name, read_first_member, unpack
+from mirrord.config.naming import repository_path
 from mirrord.errors import InvalidReference, LocalStorageError
 from mirrord.manifests import Descriptor
-from mirrord.refs import check_repository, check_tag, is_digest
+from mirrord.refs import ImageReference, check_repository, check_tag
 from mirrord.transports.base import ImageSource
 from mirrord.transports.dockerarchive import ArchiveReader, ArchiveSource
 from mirrord.transports.localfs import LocalRoot
@@ -172,29 +174,57 @@ class ArchiveBundle:
     def entries(self) -> list[Entry]:
         if self.info is not None:
             return _from_info(self.info, "name")
-        names = ArchiveSource(self.reader).names()
-        return sorted((Entry(*_split_name(n), n) for n in names), key=lambda image: image.order)
+        return _archive_entries(ArchiveSource(self.reader).names(), self.path)
 
     def source(self, entry: Entry) -> ImageSource:
         return ArchiveSource(self.reader, entry.reference)
 
+    @functools.cached_property
+    def _stored(self) -> dict[str, str]:
+        return ArchiveSource(self.reader).stored()
+
     def blob_digests(self) -> set[str]:
-        found = set()
-        for name in self.reader.names():
-            parts = name.split("/")
-            if len(parts) == 3 and parts[0] == "blobs" and is_digest(f"{parts[1]}:{parts[2]}"):
-                found.add(f"{parts[1]}:{parts[2]}")
-        return found
+        return set(self._stored)
 
     def rehash(self, digest: str) -> tuple[str, int]:
-        actual, size, _ = self.reader.hash("blobs/" + "/".join(digest.split(":", 1)))
+        if digest not in self._stored:
+            raise LocalStorageError(f"{self.path}: no member holds {digest}")
+        actual, size, _ = self.reader.hash(self._stored[digest])
         return actual, size
 
     def blob_problem(self, entry: Entry, desc: Descriptor) -> str | None:
-        return _size_problem(self.reader.size("blobs/" + "/".join(desc.digest.split(":", 1))), desc)
+        member = self._stored.get(desc.digest)
+        return _size_problem(None if member is None else self.reader.size(member), desc)
 
     def scan(self) -> list[str]:
         return []
+
+
+def _archive_entries(names: list[str], path: Path) -> list[Entry]:
+    """An archive's images, named as `docker load` users and image lists name them: by the
+    repository's path without its registry (`docker.io/library/web:v1` is `web:v1`); each is
+    read by the name the archive gives it. Two names that would import as one are refused."""
+    entries: list[Entry] = []
+    seen: dict[str, str] = {}  # import name -> archive name
+    for name in names:
+        entry = _archive_entry(name, path)
+        if entry.name in seen:
+            raise LocalStorageError(
+                f"{path}: {seen[entry.name]!r} and {name!r} would both import as {entry.name!r}"
+            )
+        seen[entry.name] = name
+        entries.append(entry)
+    return sorted(entries, key=lambda image: image.order)
+
+
+def _archive_entry(name: str, path: Path) -> Entry:
+    try:
+        ref = ImageReference.parse(name)
+    except InvalidReference as exc:
+        raise LocalStorageError(f"{path}: {exc}") from None
+    if ref.tag is None and ref.digest is None:
+        raise LocalStorageError(f"{path}: image name {name[:140]!r} has no tag")
+    return Entry(repository_path(ref), ref.tag, name if ref.tag else ref.reference)
 
 
 def _size_problem(size: int | None, desc: Descriptor) -> str | None:

@@ -176,7 +176,7 @@ def _unpack(archive: Path, fs: LocalRoot) -> int:
     try:
         with _tar_reader(archive) as tar:
             for info in tar:
-                name = member_name(info.name)
+                name = member_name(info.name, archive)
                 if info.isdir():
                     continue
                 if not info.isreg():

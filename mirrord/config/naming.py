@@ -60,12 +60,17 @@ class Destination:
         return f"{self.registry}/{self.prefix}" if self.prefix else self.registry
 
 
+def repository_path(source: ImageReference) -> str:
+    """`path` naming: the repository without its registry (docker.io's `library/` dropped)."""
+    hub_library = source.registry == DOCKER_HUB and source.repository.startswith(_LIBRARY)
+    return source.repository.removeprefix(_LIBRARY) if hub_library else source.repository
+
+
 def _path(source: ImageReference, naming: Naming) -> str:
     if naming is Naming.SCOPED:
         return f"{source.registry}/{source.repository}"
     if naming is Naming.PATH:
-        hub_library = source.registry == DOCKER_HUB and source.repository.startswith(_LIBRARY)
-        return source.repository.removeprefix(_LIBRARY) if hub_library else source.repository
+        return repository_path(source)
     return source.repository.rsplit("/", 1)[-1]
 
 

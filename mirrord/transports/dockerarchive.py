@@ -51,11 +51,12 @@ MAX_LINK_DEPTH = 8
 MAX_METADATA = 64 * 1024 * 1024
 
 
-def member_name(name: str) -> str:
-    """A member name normalised (`./a//b` -> `a/b`); hostile names are refused."""
+def member_name(name: str, where: str | Path) -> str:
+    """A member name normalised (`./a//b` -> `a/b`); hostile names are refused, naming `where`
+    (the archive, or its manifest.json entry)."""
     clean = posixpath.normpath(name) if name else ""
     if name.startswith("/") or clean.startswith("../") or clean in ("..", ".", "") or "\0" in name:
-        raise LocalStorageError(f"archive member {name[:120]!r}: refusing an unsafe name")
+        raise LocalStorageError(f"{where}: member {name[:120]!r}: refusing an unsafe name")
     return clean
 
 
@@ -87,6 +88,7 @@ class ArchiveReader:
             self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise LocalStorageError(f"{path}: {exc.strerror}") from None
+        self._hashes: dict[int, tuple[str, int, bool]] = {}  # by offset: hashed once
         try:
             self._members = self._index()
         except BaseException:
@@ -105,7 +107,7 @@ class ArchiveReader:
                         continue
                     if info.issparse():
                         raise LocalStorageError(f"{self.path}: sparse member {info.name!r}")
-                    members[member_name(info.name)] = info
+                    members[member_name(info.name, self.path)] = info
         except tarfile.TarError as exc:
             raise LocalStorageError(f"{self.path}: not a readable tar archive ({exc})") from None
         return members
@@ -131,9 +133,11 @@ class ArchiveReader:
             if info.isreg():
                 return info
             if info.issym():
-                name = member_name(posixpath.join(posixpath.dirname(name), info.linkname))
+                name = member_name(
+                    posixpath.join(posixpath.dirname(name), info.linkname), self.path
+                )
             elif info.islnk():
-                name = member_name(info.linkname)
+                name = member_name(info.linkname, self.path)
             else:
                 raise LocalStorageError(f"{self.path}: member {name!r} is not a file")
         raise LocalStorageError(f"{self.path}: member {name!r}: links nested too deep")
@@ -151,10 +155,16 @@ class ArchiveReader:
         return os.pread(self._fd, info.size, info.offset_data)
 
     def hash(self, name: str) -> tuple[str, int, bool]:
-        """(sha256 digest, size, gzip'd?) of a member."""
+        """(sha256 digest, size, gzip'd?) of a member. Each member is read once: a classic
+        archive's files are hashed to name its blobs, then looked up by those names."""
         info = self._regular(name)
         if info is None:
             raise LocalStorageError(f"{self.path}: member {name!r} is missing")
+        if info.offset_data not in self._hashes:
+            self._hashes[info.offset_data] = self._hash(info)
+        return self._hashes[info.offset_data]
+
+    def _hash(self, info: tarfile.TarInfo) -> tuple[str, int, bool]:
         hasher = hashlib.sha256()
         head = b""
         for offset in range(0, info.size, CHUNK):
@@ -206,7 +216,7 @@ def _docker_entry(item: Any, where: str) -> DockerEntry:
     if not (isinstance(config, str) and _strings(tags) and _strings(layers)):
         raise LocalStorageError(f"{where}: needs Config, Layers (strings) and RepoTags")
     return DockerEntry(
-        member_name(config), tuple(tags), tuple(member_name(layer) for layer in layers)
+        member_name(config, where), tuple(tags), tuple(member_name(x, where) for x in layers)
     )
 
 
@@ -245,11 +255,27 @@ class ArchiveSource:
             if found is not None:
                 return found.digest, found.media_type
         entry = _pick_docker(self.reader.docker_entries(), reference, self.description)
-        if entry is None:
-            return None
+        return None if entry is None else (self._make(entry), DOCKER_MANIFEST)
+
+    def _make(self, entry: DockerEntry) -> str:
+        """The digest of the manifest made for a classic entry (its files are remembered)."""
         manifest, files = _made_manifest(self.reader, entry)
         self._made[manifest.digest] = (manifest, files)
-        return manifest.digest, DOCKER_MANIFEST
+        return manifest.digest
+
+    def stored(self) -> dict[str, str]:
+        """digest -> member of every blob and manifest in the archive, as `blob()` and
+        `manifest()` find them: `blobs/<alg>/<hex>`, and, when index.json names no image, the
+        config and layer files of each manifest.json image (named by their hash, so they are
+        all read; an image whose files cannot be read is left out: reading it says why)."""
+        if not self.reader.oci_entries():
+            for entry in self.reader.docker_entries():
+                with contextlib.suppress(LocalStorageError):
+                    self._make(entry)
+        found = {d: name for name in self.reader.names() if (d := _member_digest(name))}
+        for _, files in self._made.values():
+            found.update(files)
+        return found
 
     def _read(self, digest: str, media_type: str | None) -> Manifest:
         if digest in self._made:
@@ -293,6 +319,13 @@ class ArchiveSource:
 
 def _blob_member(digest: str) -> str:
     return "blobs/" + "/".join(check_digest(digest).split(":", 1))
+
+
+def _member_digest(name: str) -> str | None:
+    """The digest a `blobs/<alg>/<hex>` member is stored under; None for any other member."""
+    parts = name.split("/")
+    digest = ":".join(parts[1:])
+    return digest if len(parts) == 3 and parts[0] == "blobs" and is_digest(digest) else None
 
 
 def _entry_name(entry: IndexEntry) -> str:

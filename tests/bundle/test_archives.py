@@ -1,0 +1,190 @@
+"""docker-archives from elsewhere as bundles: skopeo's classic one (`<hex>.tar` layers, no
+registry manifest), Docker 25's (an OCI layout inside, names in containerd's annotation) and
+mirrord's own, verified and imported under the same names."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.bundle.corpus import mirrord, sha256
+from tests.harness.images import REF_NAME, ImageBuilder, Layout
+from tests.harness.registry import MakeRegistry, RegistryServer
+from tests.harness.skopeo import inspect_raw, run_skopeo
+
+CONTAINERD_NAME = "io.containerd.image.name"
+
+Writer = Callable[[Layout, Path, str], None]
+
+
+@pytest.fixture
+def web(image_builder: ImageBuilder, tmp_path: Path) -> Layout:
+    """One OCI image, tagged `v1`."""
+    image = image_builder.image(
+        "web", layers=[image_builder.layer("base"), image_builder.layer("web")]
+    )
+    return image_builder.write_layout(tmp_path / "layout", {"v1": image})
+
+
+def by_skopeo(layout: Layout, archive: Path, name: str) -> None:
+    """skopeo 1.9: the classic format (manifest.json, `<hex>.tar`, `<id>/layer.tar` links)."""
+    run_skopeo("copy", f"oci:{layout.path}:v1", f"docker-archive:{archive}:{name}")
+
+
+def write_tar(path: Path, members: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_a_skopeo_archive_verifies(web: Layout, tmp_path: Path) -> None:
+    archive = tmp_path / "sk.tar"
+    by_skopeo(web, archive, "app/web:v1")
+    result = mirrord("verify", archive)
+    assert result.exit_code == 0, result.output
+    assert f"{archive}: OK: 1 images, 3 blobs" in result.stdout
+
+
+def test_a_classic_archive_missing_a_layer_fails_verification(web: Layout, tmp_path: Path) -> None:
+    archive = tmp_path / "sk.tar"
+    by_skopeo(web, archive, "app/web:v1")
+    with tarfile.open(archive) as tar:
+        members = {
+            m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isreg()
+        }
+    layer = json.loads(members["manifest.json"])[0]["Layers"][1]
+    del members[layer]
+    broken = tmp_path / "broken.tar"
+    write_tar(broken, members)
+    result = mirrord("verify", broken)
+    assert result.exit_code == 1
+    assert f"{broken}: member {layer!r} is missing" in result.stderr
+
+
+def by_mirrord(layout: Layout, archive: Path, name: str) -> None:
+    result = mirrord("copy", f"oci:{layout.path}:v1", f"docker-archive:{archive}:{name}")
+    assert result.exit_code == 0, result.output
+
+
+def by_docker25(layout: Layout, archive: Path, name: str) -> None:
+    docker25(layout, archive, [name])
+
+
+def containerd_name(name: str) -> str:
+    """Docker's full spelling of a name, as containerd's annotation holds it."""
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first):
+        return name
+    return f"docker.io/{name}" if rest else f"docker.io/library/{name}"
+
+
+def docker25(layout: Layout, archive: Path, names: list[str]) -> None:
+    """What `docker save NAME...` writes since Docker 25: an OCI layout whose index entries
+    carry containerd's full name and the bare tag, and a manifest.json for older loaders."""
+    image = layout.tags["v1"]
+    manifest = json.loads(image.manifest)
+    entries, repo_tags = [], []
+    for name in names:
+        annotations = {CONTAINERD_NAME: containerd_name(name), REF_NAME: name.rsplit(":", 1)[1]}
+        entries.append(image.descriptor() | {"annotations": annotations})
+        repo_tags.append(name)
+    members = {
+        "oci-layout": (layout.path / "oci-layout").read_bytes(),
+        "index.json": json.dumps({"schemaVersion": 2, "manifests": entries}).encode(),
+        "manifest.json": json.dumps(
+            [
+                {
+                    "Config": blob_member(manifest["config"]["digest"]),
+                    "RepoTags": repo_tags,
+                    "Layers": [blob_member(layer["digest"]) for layer in manifest["layers"]],
+                }
+            ]
+        ).encode(),
+    }
+    for path in sorted((layout.path / "blobs" / "sha256").iterdir()):
+        members[f"blobs/sha256/{path.name}"] = path.read_bytes()
+    write_tar(archive, members)
+
+
+def blob_member(digest: str) -> str:
+    return "blobs/" + digest.replace(":", "/")
+
+
+def repositories(registry: RegistryServer) -> set[str]:
+    """Every repository a registry holds, read from its storage directory."""
+    root = registry.storage_dir / "docker/registry/v2/repositories"
+    return {p.parent.relative_to(root).as_posix() for p in root.rglob("_manifests")}
+
+
+def config_digest(layout: Layout) -> str:
+    digest: str = json.loads(layout.tags["v1"].manifest)["config"]["digest"]
+    return digest
+
+
+@pytest.mark.parametrize("writer", [by_skopeo, by_docker25, by_mirrord])
+@pytest.mark.parametrize(
+    ("name", "repository"),
+    [
+        ("app/web:v1", "app/web"),
+        ("web:v1", "web"),
+        ("registry.example.com:5000/app/web:v1", "app/web"),
+    ],
+)
+def test_an_archive_imports_under_its_repository_path(
+    web: Layout,
+    tmp_path: Path,
+    make_registry: MakeRegistry,
+    writer: Writer,
+    name: str,
+    repository: str,
+) -> None:
+    """Whoever wrote the archive and however it spells the name, the image lands where
+    `docker load` users and image lists expect it: PREFIX/REPO, without the registry."""
+    archive = tmp_path / "images.tar"
+    writer(web, archive, name)
+    target = make_registry()
+    result = mirrord("import", archive, f"docker://{target.host}/airgap", "--dest-tls-verify=false")
+    assert result.exit_code == 0, result.output
+    assert repositories(target) == {f"airgap/{repository}"}
+    config = inspect_raw(target, f"airgap/{repository}:v1", config=True)
+    assert sha256(config) == config_digest(web)
+    assert mirrord("verify", archive).exit_code == 0
+
+
+def test_two_names_that_would_import_as_one_are_refused(web: Layout, tmp_path: Path) -> None:
+    archive = tmp_path / "images.tar"
+    docker25(web, archive, ["a.example.com/app:v1", "b.example.com/app:v1"])
+    result = mirrord("verify", archive)
+    assert result.exit_code == 1
+    assert (
+        f"{archive}: 'a.example.com/app:v1' and 'b.example.com/app:v1' would both import as "
+        "'app:v1'" in result.stderr
+    )
+
+
+def test_an_unsafe_member_name_names_its_archive(tmp_path: Path) -> None:
+    archive = tmp_path / "evil.tar"
+    write_tar(archive, {"manifest.json": b"[]", "x/../../PWNED": b"gotcha"})
+    result = mirrord("copy", f"docker-archive:{archive}:evil:1", f"dir:{tmp_path / 'out'}")
+    assert result.exit_code == 1
+    assert f"{archive}: member 'x/../../PWNED': refusing an unsafe name" in result.stderr
+    manifest = [{"Config": "../../etc/passwd", "RepoTags": ["evil:1"], "Layers": []}]
+    write_tar(archive, {"manifest.json": json.dumps(manifest).encode()})
+    result = mirrord("copy", f"docker-archive:{archive}:evil:1", f"dir:{tmp_path / 'out'}")
+    assert result.exit_code == 1
+    assert f"{archive}: manifest.json[0]: member '../../etc/passwd'" in result.stderr
+    packed = tmp_path / "evil-bundle.tar"
+    info = b'{"mirrord-bundle":1,"format":"registry-storage","images":[],"blobs":[],"base":[]}'
+    write_tar(packed, {"mirrord-bundle.json": info, "../escaped": b"gotcha", "SHA256SUMS": b""})
+    result = mirrord("verify", packed, "--workdir", tmp_path)
+    assert result.exit_code == 1
+    assert f"{packed}: member '../escaped': refusing an unsafe name" in result.stderr
