@@ -7,6 +7,9 @@ when run again: a tag already at its digest costs two HEADs, a blob already in i
 answers HEAD, and a blob already elsewhere in the registry is mounted, because the bundle says
 which other repositories use each blob and those are offered as mount candidates. Nothing that
 reached the registry is sent twice.
+
+An image whose tag no longer names the digest the bundle's description records is refused,
+like any image that fails.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from dataclasses import dataclass
 from mirrord.blobs import BlobService, MemoryBlobIndex
 from mirrord.bundle.layouts import Bundle, Entry
 from mirrord.config.naming import Destination
-from mirrord.errors import MirrordError
+from mirrord.errors import IntegrityError, MirrordError
 from mirrord.manifests import MAX_INDEX_DEPTH, parse_manifest
 from mirrord.model import PlatformPolicy
 from mirrord.refs import ImageReference
 from mirrord.transfer import CopyResult, copy_image
+from mirrord.transports.base import ImageSource
 from mirrord.transports.docker import ClientPool, OptionsFor, RegistryDestination
 
 DEFAULT_JOBS = 4
@@ -108,6 +112,16 @@ async def _blobs_of(bundle: Bundle, entry: Entry) -> set[str]:
     return found
 
 
+async def checked_source(bundle: Bundle, entry: Entry) -> ImageSource:
+    """The entry's source, once its tag is known to name the digest the description records."""
+    source = bundle.source(entry)
+    head = await source.head(entry.reference)
+    problem = None if head is None else entry.digest_problem(head.digest)
+    if problem is not None:
+        raise IntegrityError(problem)
+    return source  # an absent image is the copy's to report, as before
+
+
 async def import_bundle(
     bundle: Bundle,
     target: Destination,
@@ -131,7 +145,7 @@ async def import_bundle(
             async with gate:
                 try:
                     result = await copy_image(
-                        bundle.source(entry),
+                        await checked_source(bundle, entry),
                         entry.reference,
                         RegistryDestination(client, dst.repository, blobs),
                         dst.tag or dst.digest,

@@ -1,9 +1,10 @@
 """Reading a bundle, whatever its layout: a registry-storage or OCI directory, a docker-archive
 tar, or a packed `.tar`/`.tar.zst` (unpacked, checked, into a work directory first).
 
-Which images a bundle holds comes from its mirrord-bundle.json when it has one; otherwise from
-the layout itself (every tag of a registry's storage, every `repo:tag` entry of an OCI index or
-an archive), so a registry's storage directory copied by hand can be imported too.
+Which images a bundle holds comes from its mirrord-bundle.json when it has one (each tag must
+still name the digest recorded there); otherwise from the layout itself (every tag of a
+registry's storage, every `repo:tag` entry of an OCI index or an archive), so a registry's
+storage directory copied by hand can be imported too.
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ MAX_INFO = 256 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """An image of a bundle and the reference that reads it from the bundle's source."""
+    """An image of a bundle and the reference that reads it from the bundle's source;
+    `digest` is the one mirrord-bundle.json records (None: the bundle has no description)."""
 
     repository: str
     tag: str | None
     reference: str
+    digest: str | None = None
 
     @property
     def order(self) -> tuple[str, str, str]:
@@ -50,6 +53,12 @@ class Entry:
         return (
             f"{self.repository}:{self.tag}" if self.tag else f"{self.repository}@{self.reference}"
         )
+
+    def digest_problem(self, resolved: str) -> str | None:
+        """Why the manifest `reference` resolves to is not this image (None: it is)."""
+        if self.digest is None or resolved == self.digest:
+            return None
+        return f"resolves to {resolved}, {BUNDLE_FILE} says {self.digest}"
 
 
 class Bundle(Protocol):
@@ -86,7 +95,7 @@ def _from_info(info: BundleInfo, reference: str) -> list[Entry]:
             ref = f"{image.repository}:{image.tag}"
         else:
             ref = image.tag
-        entries.append(Entry(image.repository, image.tag, ref))
+        entries.append(Entry(image.repository, image.tag, ref, image.digest))
     return sorted(entries, key=lambda image: image.order)
 
 

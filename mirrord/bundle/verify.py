@@ -4,10 +4,11 @@ Three passes, every problem reported (not just the first):
 1. the files themselves: no symlink anywhere, no half-written temp file;
 2. every blob and manifest stored: its bytes hashed again, compared with the digest it is
    stored under (a truncated or flipped file shows here), in threads, since hashing is the cost;
-3. every image: its manifest (digest checked), each child of an index, each config and layer
-   present with the size its descriptor says (and, in registry storage, linked into the
-   repository, else the registry answers 404). Blobs an incremental bundle leaves to its base
-   are checked against the base's list when the base is given, else counted as "in base".
+3. every image: its tag naming the digest mirrord-bundle.json records, its manifest (digest
+   checked), each child of an index, each config and layer present with the size its
+   descriptor says (and, in registry storage, linked into the repository, else the registry
+   answers 404). Blobs an incremental bundle leaves to its base are checked against the base's
+   list when the base is given, else counted as "in base".
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ async def _check_image(
     head = await source.head(entry.reference)
     if head is None:
         report.problems.append(f"{entry.name}: not found in the bundle")
+        return
+    if (problem := entry.digest_problem(head.digest)) is not None:
+        report.problems.append(f"{entry.name}: {problem}")
         return
     pending: list[tuple[str, int]] = [(head.digest, 0)]
     while pending:

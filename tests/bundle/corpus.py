@@ -105,3 +105,11 @@ def plant(storage: Path, repo: str, tag: str, raw: bytes) -> str:
         link.parent.mkdir(parents=True, exist_ok=True)
         link.write_text(digest)
     return digest
+
+
+def retag(storage: Path, repo: str, tag: str, digest: str) -> None:
+    """Point a tag of a registry storage at another manifest by hand (a new file: the old one
+    may be hard-linked to the pool's)."""
+    link = storage / V2 / "repositories" / repo / "_manifests/tags" / tag / "current/link"
+    link.unlink()
+    link.write_text(digest)

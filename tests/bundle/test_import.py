@@ -7,7 +7,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from tests.bundle.corpus import LIST_V1, Corpus, mirrord
+from tests.bundle.corpus import LIST_V1, Corpus, mirrord, retag
 from tests.harness.faultproxy import FaultProxy, MakeFaultProxy
 from tests.harness.registry import MakeRegistry
 from tests.harness.skopeo import SkopeoError, inspect_raw
@@ -69,3 +69,23 @@ def test_import_needs_a_registry_destination(bundle: Path, tmp_path: Path) -> No
     result = mirrord("import", bundle, f"dir:{tmp_path / 'x'}")
     assert result.exit_code == 2
     assert "docker://REGISTRY" in result.stderr
+
+
+def test_an_image_whose_tag_left_the_recorded_digest_is_refused_and_the_others_imported(
+    corpus: Corpus, bundle: Path, make_registry: MakeRegistry
+) -> None:
+    index = corpus.images["multi:latest"]
+    child = index.children[0].digest  # pushed as multi:latest, a single-platform image
+    retag(bundle, "multi", "latest", child)
+    target = make_registry()
+    result = mirrord("import", bundle, f"docker://{target.host}", "--dest-tls-verify=false")
+    assert result.exit_code == 3, result.output  # one image failed, as any failure
+    assert (
+        f"mirrord: error: multi:latest: resolves to {child}, mirrord-bundle.json says "
+        f"{index.digest}" in result.stderr
+    )
+    with pytest.raises(SkopeoError):
+        inspect_raw(target, "multi:latest")
+    for name in LIST_V1:
+        if name != "multi:latest":
+            assert inspect_raw(target, name) == corpus.raw(name), name

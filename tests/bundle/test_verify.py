@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bundle.corpus import LIST_V1, Corpus, mirrord
+from tests.bundle.corpus import LIST_V1, Corpus, mirrord, retag
 
 
 @pytest.fixture
@@ -65,6 +65,23 @@ def test_a_missing_repository_link_is_named(corpus: Corpus, bundle: Path) -> Non
     result = mirrord("verify", bundle)
     assert result.exit_code == 1
     assert f"app/web: no _layers link for {digest}" in result.stderr
+
+
+def test_a_tag_that_names_another_digest_than_the_description_is_named(
+    corpus: Corpus, bundle: Path
+) -> None:
+    # What a re-export killed after moving a tag left: the link names a manifest the bundle
+    # holds (here a single-platform child of the index), the description the index.
+    index = corpus.images["multi:latest"]
+    child = index.children[0].digest
+    retag(bundle, "multi", "latest", child)
+    result = mirrord("verify", bundle)
+    assert result.exit_code == 1
+    assert (
+        f"{bundle}: multi:latest: resolves to {child}, mirrord-bundle.json says {index.digest}"
+        in result.stderr
+    )
+    assert result.stderr.count("resolves to") == 1  # the other images are fine
 
 
 def test_a_planted_symlink_fails_verification_before_anything_is_read(
