@@ -10,7 +10,8 @@ before index before tag, every copied byte verified. From a local pool on the sa
 blobs are hard-linked (reflink or verified copy otherwise). With `--since`, blobs the previous
 bundle carries are referenced but not written. mirrord-bundle.json is written last, after one
 syncfs: a bundle without it is incomplete, and running the same export again completes it,
-keeping what is already there.
+keeping what is already there. A re-run removes the old description before it writes anything
+(it may move tags), and marks the directory with mirrord-bundle.incomplete until it is done.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from mirrord.bundle.info import BUNDLE_FILE, BundleImage, BundleInfo
+from mirrord.bundle.info import (
+    BUNDLE_FILE,
+    INCOMPLETE_FILE,
+    INCOMPLETE_TEXT,
+    BundleImage,
+    BundleInfo,
+)
 from mirrord.bundle.select import ExportItem
 from mirrord.errors import InvalidReference, LocalStorageError, MirrordError, NotFound
 from mirrord.model import Platform, PlatformPolicy
@@ -99,11 +106,22 @@ class BundleWriter(Protocol):
     def abort(self) -> None: ...
 
 
+def _mark_incomplete(fs: LocalRoot) -> None:
+    """Before anything is written: the old description (a re-run's) vouches for tags this run
+    may move, so it goes, and the marker says why there is none until the new one is written."""
+    durable = LocalRoot(fs.root)
+    durable.write_bytes(durable.path(INCOMPLETE_FILE), INCOMPLETE_TEXT)
+    durable.remove(durable.path(BUNDLE_FILE))
+    durable.sync_dir(durable.root)
+
+
 def _write_info(fs: LocalRoot, info: BundleInfo) -> None:
     if not fs.fresh:  # a re-run: what a killed run was writing is not part of the bundle
         fs.remove_stale_temps()
     fs.sync()  # everything the description vouches for is durable before it exists
-    LocalRoot(fs.root).write_bytes(fs.path(BUNDLE_FILE), info.to_bytes())
+    durable = LocalRoot(fs.root)
+    durable.write_bytes(durable.path(BUNDLE_FILE), info.to_bytes())
+    durable.remove(durable.path(INCOMPLETE_FILE))
 
 
 def _check_target(directory: Path, marker: tuple[str, ...]) -> None:
@@ -120,6 +138,7 @@ class StorageWriter:
         _check_target(directory, V2)
         fs = LocalRoot(directory, create=True, durable=False)
         fs.makedirs(fs.path(*V2))
+        _mark_incomplete(fs)
         self.storage = RegistryStorage(fs, skip_data=skip, rehash=rehash)
 
     def destination(self, repository: str) -> ImageDestination:
@@ -145,6 +164,7 @@ class OciWriter:
         _check_target(directory, ("oci-layout",))
         fs = LocalRoot(directory, create=True, durable=False)
         self.layout = OciLayout.at(fs, create=True, skip_data=skip, rehash=rehash, batch=True)
+        _mark_incomplete(fs)
         self._destination = OciDestination(self.layout)
 
     def destination(self, repository: str) -> ImageDestination:

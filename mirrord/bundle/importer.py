@@ -8,8 +8,9 @@ answers HEAD, and a blob already elsewhere in the registry is mounted, because t
 which other repositories use each blob and those are offered as mount candidates. Nothing that
 reached the registry is sent twice.
 
-An image whose tag no longer names the digest the bundle's description records is refused,
-like any image that fails.
+A bundle an export left unfinished (a temp file, or no description where the export marked
+one missing) is refused whole; an image whose tag no longer names the digest its description
+records is refused alone, like any image that fails.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from mirrord.blobs import BlobService, MemoryBlobIndex
 from mirrord.bundle.layouts import Bundle, Entry
 from mirrord.config.naming import Destination
-from mirrord.errors import IntegrityError, MirrordError
+from mirrord.errors import IntegrityError, LocalStorageError, MirrordError
 from mirrord.manifests import MAX_INDEX_DEPTH, parse_manifest
 from mirrord.model import PlatformPolicy
 from mirrord.refs import ImageReference
@@ -112,6 +113,14 @@ async def _blobs_of(bundle: Bundle, entry: Entry) -> set[str]:
     return found
 
 
+def check_complete(bundle: Bundle) -> None:
+    """Refuse a bundle whose files `verify` would already refuse (an interrupted export)."""
+    problems = bundle.scan()
+    if problems:
+        more = f" (and {len(problems) - 1} more: verify lists them)" if len(problems) > 1 else ""
+        raise LocalStorageError(f"{bundle.path}: refusing to import: {problems[0]}{more}")
+
+
 async def checked_source(bundle: Bundle, entry: Entry) -> ImageSource:
     """The entry's source, once its tag is known to name the digest the description records."""
     source = bundle.source(entry)
@@ -132,6 +141,7 @@ async def import_bundle(
     on_item: ImportHook | None = None,
 ) -> list[ImportOutcome]:
     """Push every image of `bundle` to `target`; single failures are returned, not raised."""
+    check_complete(bundle)
     entries = bundle.entries()
     blobs = BlobService(
         HintedIndex(await blob_hints(bundle, entries, target)), asyncio.Semaphore(streams)

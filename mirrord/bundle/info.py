@@ -6,7 +6,9 @@
      "base": ["sha256:...", ...]}      data its previous bundle(s) carry (--since)
 
 A bundle directory without it is incomplete (an export that was interrupted: run it again).
-`blobs | base` is what a bundle made `--since` this one may leave out.
+An export removes the old one before it changes anything and leaves `mirrord-bundle.incomplete`
+until the new one is written, so an interrupted export is told from a registry's own storage
+(which has neither). `blobs | base` is what a bundle made `--since` this one may leave out.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from mirrord.refs import check_digest, check_repository, check_tag
 from mirrord.transports.jsonfile import dump_json, load_json
 
 BUNDLE_FILE = "mirrord-bundle.json"
+INCOMPLETE_FILE = "mirrord-bundle.incomplete"  # while an export writes (or after it was killed)
+INCOMPLETE_TEXT = b"an export is writing this bundle, or was interrupted: run it again\n"
 VERSION = 1
 FORMATS = ("registry-storage", "oci", "docker-archive")
 

@@ -4,7 +4,8 @@ tar, or a packed `.tar`/`.tar.zst` (unpacked, checked, into a work directory fir
 Which images a bundle holds comes from its mirrord-bundle.json when it has one (each tag must
 still name the digest recorded there); otherwise from the layout itself (every tag of a
 registry's storage, every `repo:tag` entry of an OCI index or an archive), so a registry's
-storage directory copied by hand can be imported too.
+storage directory copied by hand can be imported too. A directory an export was interrupted
+writing (temp files left, or mirrord-bundle.incomplete without a description) is refused.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from mirrord.bundle.info import BUNDLE_FILE, BundleInfo
+from mirrord.bundle.info import BUNDLE_FILE, INCOMPLETE_FILE, BundleInfo
 from mirrord.bundle.pack import is_packed_name, read_first_member, unpack
 from mirrord.config.naming import repository_path
 from mirrord.errors import InvalidReference, LocalStorageError
@@ -31,6 +32,7 @@ from mirrord.transports.ocilayout import OciLayout, OciSource
 from mirrord.transports.regstorage import V2, RegistryStorage
 
 MAX_INFO = 256 * 1024 * 1024
+NO_DESCRIPTION = f"no {BUNDLE_FILE}: an interrupted export (run it again), or not a mirrord bundle"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +84,7 @@ class Bundle(Protocol):
         """Why the image cannot use blob `desc` from the bundle (None: it can)."""
 
     def scan(self) -> list[str]:
-        """Problems with the bundle's files as files (symlinks, strays)."""
+        """Problems with the bundle's files as files (symlinks, strays, an interrupted export)."""
 
 
 def _from_info(info: BundleInfo, reference: str) -> list[Entry]:
@@ -137,7 +139,7 @@ class StorageBundle:
         return _size_problem(storage.fs.stat_file(storage.blob_path(desc.digest)), desc)
 
     def scan(self) -> list[str]:
-        return _scan(self.storage.fs)
+        return _scan(self.storage.fs, self.info)
 
 
 class OciBundle:
@@ -169,7 +171,7 @@ class OciBundle:
         return _size_problem(self.layout.fs.stat_file(self.layout.blob_path(desc.digest)), desc)
 
     def scan(self) -> list[str]:
-        return _scan(self.layout.fs)
+        return _scan(self.layout.fs, self.info)
 
 
 class ArchiveBundle:
@@ -244,12 +246,20 @@ def _size_problem(size: int | None, desc: Descriptor) -> str | None:
     return None
 
 
-def _scan(fs: LocalRoot) -> list[str]:
+def _scan(fs: LocalRoot, info: BundleInfo | None) -> list[str]:
     try:
         stray = [p for p in fs.walk_files(fs.root) if ".tmp-" in p.name]
     except LocalStorageError as exc:
         return [str(exc)]
-    return [f"{p}: left over from an interrupted write" for p in stray[:10]]
+    problems = [
+        f"{p}: left over from an interrupted write (an export killed part-way: run it again)"
+        for p in stray[:10]
+    ]
+    # Without a description a directory is a registry's own storage (imported as it is) unless
+    # an export left its traces: then it is one that export never finished.
+    if info is None and (stray or fs.stat_file(fs.path(INCOMPLETE_FILE)) is not None):
+        problems.append(NO_DESCRIPTION)
+    return problems
 
 
 def read_info(path: Path) -> BundleInfo | None:

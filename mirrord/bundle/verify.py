@@ -1,7 +1,8 @@
 """`mirrord verify BUNDLE`: re-hash every blob, check every manifest's references.
 
 Three passes, every problem reported (not just the first):
-1. the files themselves: no symlink anywhere, no half-written temp file;
+1. the files themselves: no symlink anywhere, no half-written temp file, no export left
+   unfinished (mirrord-bundle.incomplete without a description);
 2. every blob and manifest stored: its bytes hashed again, compared with the digest it is
    stored under (a truncated or flipped file shows here), in threads, since hashing is the cost;
 3. every image: its tag naming the digest mirrord-bundle.json records, its manifest (digest

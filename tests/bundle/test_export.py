@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.bundle.corpus import LIST_V1, Corpus, blob_files, mirrord, sha256
+from tests.bundle.corpus import LIST_V1, V2, Corpus, blob_files, mirrord, sha256
+from tests.harness.faultproxy import MakeFaultProxy
 from tests.harness.registry import MakeRegistry, RegistryServer
-from tests.harness.skopeo import inspect_raw, run_skopeo
+from tests.harness.skopeo import SkopeoError, inspect_raw, run_skopeo
 
 
 def served(tmp_path: Path, name: str = "airgap") -> RegistryServer:
@@ -133,13 +136,65 @@ def test_a_re_run_after_a_killed_export_leaves_a_bundle_that_verifies(
     half_written = blob_dir / f".data.tmp-{gone.pid}-1"
     half_written.write_bytes(b"x" * 1000)
     (bundle / "mirrord-bundle.json").unlink()  # the killed run never got there
-    assert mirrord("verify", bundle).exit_code == 1
+    interrupted = mirrord("verify", bundle)
+    assert interrupted.exit_code == 1
+    assert f"{half_written.name}: left over from an interrupted write" in interrupted.stderr
+    assert "no mirrord-bundle.json: an interrupted export" in interrupted.stderr
 
     result = mirrord("export", list_file, bundle, "--from", corpus.storage_pool)
     assert result.exit_code == 0, result.output
     assert not half_written.exists()
     verified = mirrord("verify", bundle)
     assert verified.exit_code == 0, verified.output
+
+
+def wait_for_file(path: Path, text: str, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while not (path.exists() and path.read_text().strip() == text):
+        assert time.monotonic() < deadline, f"{path} never held {text}"
+        time.sleep(0.05)
+
+
+def test_a_re_export_killed_after_moving_a_tag_leaves_no_description_to_trust(
+    corpus: Corpus,
+    tmp_path: Path,
+    fault_proxy: MakeFaultProxy,
+    make_registry: MakeRegistry,
+) -> None:
+    corpus.add("moved/web:t", corpus.images["app/web:v1"])
+    list_file = corpus.list_file(("moved/web:t", "tools:2.0"), "moved.txt")
+    bundle = tmp_path / "bundle"
+    assert mirrord("export", list_file, bundle, "--from", corpus.storage_pool).exit_code == 0
+    corpus.add("moved/web:t", corpus.images["app/api:1.0"])  # the tag moves in the pool
+    moved = corpus.images["app/api:1.0"].digest
+    proxy = fault_proxy(corpus.registry)
+    proxy.stall(path=r"/tools/manifests/")  # the second image never comes
+    pool = f"docker://{proxy.host}/{corpus.prefix}"
+    again = [sys.executable, "-m", "mirrord", "export", str(list_file), str(bundle)]
+    export = subprocess.Popen([*again, "--from", pool, "--src-tls-verify=false"])
+    try:
+        link = bundle / V2 / "repositories/moved/web/_manifests/tags/t/current/link"
+        wait_for_file(link, moved)  # the first image is exported again ...
+    finally:
+        export.kill()  # ... and the export killed (-9) before the second
+        export.wait()
+    assert not (bundle / "mirrord-bundle.json").exists()  # it said moved/web:t was web:v1
+    verified = mirrord("verify", bundle)
+    assert verified.exit_code == 1
+    said = "no mirrord-bundle.json: an interrupted export (run it again), or not a mirrord bundle"
+    assert said in verified.stderr
+    target = make_registry()
+    imported = mirrord("import", bundle, f"docker://{target.host}", "--dest-tls-verify=false")
+    assert imported.exit_code == 1
+    assert f"refusing to import: {said}" in imported.stderr
+    with pytest.raises(SkopeoError):
+        inspect_raw(target, "moved/web:t")
+
+    proxy.clear_rules()
+    result = mirrord("export", list_file, bundle, "--from", corpus.storage_pool)
+    assert result.exit_code == 0, result.output
+    assert not (bundle / "mirrord-bundle.incomplete").exists()
+    assert mirrord("verify", bundle).exit_code == 0
 
 
 def test_a_repository_named_by_tag_and_by_digest_exports_and_imports_both(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -89,3 +90,41 @@ def test_an_image_whose_tag_left_the_recorded_digest_is_refused_and_the_others_i
     for name in LIST_V1:
         if name != "multi:latest":
             assert inspect_raw(target, name) == corpus.raw(name), name
+
+
+def test_a_bundle_an_export_left_a_temp_file_in_is_not_imported(
+    bundle: Path, make_registry: MakeRegistry
+) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid no process has any more: the killed export's
+    half_written = next(bundle.rglob("data")).parent / f".data.tmp-{gone.pid}-1"
+    half_written.write_bytes(b"x" * 1000)
+    target = make_registry()
+    result = mirrord("import", bundle, f"docker://{target.host}", "--dest-tls-verify=false")
+    assert result.exit_code == 1
+    assert "refusing to import: " in result.stderr
+    assert f"{half_written.name}: left over from an interrupted write" in result.stderr
+    assert "run it again" in result.stderr
+    for name in LIST_V1:
+        with pytest.raises(SkopeoError):
+            inspect_raw(target, name)
+
+
+def test_a_registry_storage_without_a_description_still_verifies_and_imports(
+    corpus: Corpus, tmp_path: Path, make_registry: MakeRegistry
+) -> None:
+    """A registry's own storage directory copied by hand has no mirrord-bundle.json and no
+    trace of an export: it is imported as it is (every tag it holds)."""
+    storage = tmp_path / "storage"
+    names = ("app/web:v1", "tools:2.0")
+    exported = mirrord("export", corpus.list_file(names), storage, "--from", corpus.storage_pool)
+    assert exported.exit_code == 0, exported.output
+    (storage / "mirrord-bundle.json").unlink()
+    assert [p.name for p in storage.iterdir()] == ["docker"]  # nothing but the registry's
+    verified = mirrord("verify", storage)
+    assert verified.exit_code == 0, verified.output
+    target = make_registry()
+    result = mirrord("import", storage, f"docker://{target.host}", "--dest-tls-verify=false")
+    assert result.exit_code == 0, result.output
+    for name in names:
+        assert inspect_raw(target, name) == corpus.raw(name), name
