@@ -24,7 +24,7 @@ from mirrord.bundle.pack import is_packed_name, read_first_member, unpack
 from mirrord.config.naming import repository_path
 from mirrord.errors import InvalidReference, LocalStorageError
 from mirrord.manifests import Descriptor
-from mirrord.refs import ImageReference, check_repository, check_tag
+from mirrord.refs import ImageReference
 from mirrord.transports.base import ImageSource
 from mirrord.transports.dockerarchive import ArchiveReader, ArchiveSource
 from mirrord.transports.localfs import LocalRoot
@@ -101,14 +101,6 @@ def _from_info(info: BundleInfo, reference: str) -> list[Entry]:
     return sorted(entries, key=lambda image: image.order)
 
 
-def _split_name(name: str) -> tuple[str, str]:
-    repo, _, tag = name.rpartition(":")
-    try:
-        return check_repository(repo), check_tag(tag)
-    except InvalidReference:
-        raise LocalStorageError(f"entry {name[:140]!r} names no repository (REPO:TAG)") from None
-
-
 class StorageBundle:
     format = "registry-storage"
 
@@ -154,9 +146,7 @@ class OciBundle:
     def entries(self) -> list[Entry]:
         if self.info is not None:
             return _from_info(self.info, "name")
-        return sorted(
-            (Entry(*_split_name(n), n) for n in self.layout.names()), key=lambda image: image.order
-        )
+        return _named_entries(self.layout.names(), self.path)
 
     def source(self, entry: Entry) -> ImageSource:
         return self._source
@@ -185,7 +175,7 @@ class ArchiveBundle:
     def entries(self) -> list[Entry]:
         if self.info is not None:
             return _from_info(self.info, "name")
-        return _archive_entries(ArchiveSource(self.reader).names(), self.path)
+        return _named_entries(ArchiveSource(self.reader).names(), self.path)
 
     def source(self, entry: Entry) -> ImageSource:
         return ArchiveSource(self.reader, entry.reference)
@@ -211,14 +201,15 @@ class ArchiveBundle:
         return []
 
 
-def _archive_entries(names: list[str], path: Path) -> list[Entry]:
-    """An archive's images, named as `docker load` users and image lists name them: by the
-    repository's path without its registry (`docker.io/library/web:v1` is `web:v1`); each is
-    read by the name the archive gives it. Two names that would import as one are refused."""
+def _named_entries(names: list[str], path: Path) -> list[Entry]:
+    """The images of an archive or an OCI layout without a description, named as `docker load`
+    users and image lists name them: by the repository's path without its registry
+    (`docker.io/library/web:v1` is `web:v1`); each is read by the name the layout gives it. Two
+    names that would import as one are refused."""
     entries: list[Entry] = []
-    seen: dict[str, str] = {}  # import name -> archive name
+    seen: dict[str, str] = {}  # import name -> name in the layout
     for name in names:
-        entry = _archive_entry(name, path)
+        entry = _named_entry(name, path)
         if entry.name in seen:
             raise LocalStorageError(
                 f"{path}: {seen[entry.name]!r} and {name!r} would both import as {entry.name!r}"
@@ -228,13 +219,13 @@ def _archive_entries(names: list[str], path: Path) -> list[Entry]:
     return sorted(entries, key=lambda image: image.order)
 
 
-def _archive_entry(name: str, path: Path) -> Entry:
+def _named_entry(name: str, path: Path) -> Entry:
     try:
         ref = ImageReference.parse(name)
     except InvalidReference as exc:
         raise LocalStorageError(f"{path}: {exc}") from None
     if ref.tag is None and ref.digest is None:
-        raise LocalStorageError(f"{path}: image name {name[:140]!r} has no tag")
+        raise LocalStorageError(f"{path}: entry {name[:140]!r} names no repository and tag")
     return Entry(repository_path(ref), ref.tag, name if ref.tag else ref.reference)
 
 

@@ -160,6 +160,23 @@ def test_an_archive_imports_under_its_repository_path(
     assert mirrord("verify", archive).exit_code == 0
 
 
+@pytest.mark.parametrize(
+    ("name", "repository"),
+    [("docker.io/library/web:v1", "web"), ("registry.example.com:5000/app/web:v1", "app/web")],
+)
+def test_an_oci_layout_imports_under_its_repository_path(
+    web: Layout, tmp_path: Path, make_registry: MakeRegistry, name: str, repository: str
+) -> None:
+    """An OCI layout without a description names its images as an archive does."""
+    layout = tmp_path / "named"
+    run_skopeo("copy", f"oci:{web.path}:v1", f"oci:{layout}:{name}")
+    target = make_registry()
+    result = mirrord("import", layout, f"docker://{target.host}/airgap", "--dest-tls-verify=false")
+    assert result.exit_code == 0, result.output
+    assert repositories(target) == {f"airgap/{repository}"}
+    assert sha256(inspect_raw(target, f"airgap/{repository}:v1", config=True)) == config_digest(web)
+
+
 def test_two_names_that_would_import_as_one_are_refused(web: Layout, tmp_path: Path) -> None:
     archive = tmp_path / "images.tar"
     docker25(web, archive, ["a.example.com/app:v1", "b.example.com/app:v1"])
