@@ -10,6 +10,9 @@ storage is written by Distribution itself.
 from __future__ import annotations
 
 import hashlib
+import io
+import tarfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,3 +116,13 @@ def retag(storage: Path, repo: str, tag: str, digest: str) -> None:
     link = storage / V2 / "repositories" / repo / "_manifests/tags" / tag / "current/link"
     link.unlink()
     link.write_text(digest)
+
+
+def write_tar(path: Path, members: Mapping[str, bytes] | Iterable[tuple[str, bytes]]) -> None:
+    """A tar of regular files, in order (pairs may repeat a name, as a hostile one does)."""
+    pairs = members.items() if isinstance(members, Mapping) else members
+    with tarfile.open(path, "w") as tar:
+        for name, data in pairs:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))

@@ -4,7 +4,6 @@ mirrord's own, verified and imported under the same names."""
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bundle.corpus import mirrord, sha256
+from tests.bundle.corpus import mirrord, sha256, write_tar
 from tests.harness.images import REF_NAME, ImageBuilder, Layout
 from tests.harness.registry import MakeRegistry, RegistryServer
 from tests.harness.skopeo import inspect_raw, run_skopeo
@@ -34,14 +33,6 @@ def web(image_builder: ImageBuilder, tmp_path: Path) -> Layout:
 def by_skopeo(layout: Layout, archive: Path, name: str) -> None:
     """skopeo 1.9: the classic format (manifest.json, `<hex>.tar`, `<id>/layer.tar` links)."""
     run_skopeo("copy", f"oci:{layout.path}:v1", f"docker-archive:{archive}:{name}")
-
-
-def write_tar(path: Path, members: dict[str, bytes]) -> None:
-    with tarfile.open(path, "w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
 
 
 def test_a_skopeo_archive_verifies(web: Layout, tmp_path: Path) -> None:

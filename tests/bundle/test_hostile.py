@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from tests.bundle.corpus import V2, Corpus, mirrord, plant
+from tests.bundle.corpus import V2, Corpus, mirrord, plant, write_tar
 from tests.harness.registry import MakeRegistry
 from tests.harness.skopeo import SkopeoError, inspect_raw
 
@@ -174,18 +173,10 @@ def test_a_truncated_blob_in_a_bundle_is_refused_by_import(
         inspect_raw(target, "app/api:1.0")
 
 
-def _tar(path: Path, members: dict[str, bytes]) -> None:
-    with tarfile.open(path, "w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-
-
 def test_a_packed_bundle_cannot_write_outside_its_directory(tmp_path: Path) -> None:
     info = b'{"mirrord-bundle":1,"format":"registry-storage","images":[],"blobs":[],"base":[]}'
     packed = tmp_path / "evil.tar"
-    _tar(packed, {"mirrord-bundle.json": info, "../escaped": b"gotcha", "SHA256SUMS": b""})
+    write_tar(packed, {"mirrord-bundle.json": info, "../escaped": b"gotcha", "SHA256SUMS": b""})
     work = tmp_path / "work"
     work.mkdir()
     result = mirrord("verify", packed, "--workdir", work)
@@ -211,11 +202,7 @@ def test_a_packed_bundle_this_machine_cannot_unpack_gets_one_line(
     info = b'{"mirrord-bundle":1,"format":"registry-storage","images":[],"blobs":[],"base":[]}'
     members = [("mirrord-bundle.json", info), ("SHA256SUMS", b""), odd]
     packed = tmp_path / "odd.tar"
-    with tarfile.open(packed, "w") as tar:
-        for name, data in members:
-            entry = tarfile.TarInfo(name)
-            entry.size = len(data)
-            tar.addfile(entry, io.BytesIO(data))
+    write_tar(packed, members)
     work = tmp_path / "work"
     work.mkdir()
     result = mirrord("verify", packed, "--workdir", work)
@@ -250,7 +237,7 @@ def test_a_packed_bundle_that_lost_its_tail_says_so(
 def test_a_docker_archive_naming_a_path_is_refused(tmp_path: Path) -> None:
     manifest = [{"Config": "../../etc/passwd", "RepoTags": ["evil:1"], "Layers": []}]
     archive = tmp_path / "evil.tar"
-    _tar(archive, {"manifest.json": json.dumps(manifest).encode()})
+    write_tar(archive, {"manifest.json": json.dumps(manifest).encode()})
     result = mirrord("copy", f"docker-archive:{archive}:evil:1", f"dir:{tmp_path / 'out'}")
     assert result.exit_code == 1
     assert "unsafe name" in result.stderr
