@@ -19,11 +19,13 @@ Lifecycle:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
-from collections.abc import Coroutine
+import time
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -175,16 +177,30 @@ class Daemon:
         tasks = {task.get_name(): task for task in self._tasks}
         tasks["scheduler"].cancel()
         # Let a claim in progress finish, so no job is left running without a worker.
-        await asyncio.wait([tasks["workers"]], timeout=10)
-        handed_back = await pool.drain(self.drain_seconds)
+        with _slow_step("waiting for the claim in progress"):
+            await asyncio.wait([tasks["workers"]], timeout=10)
+        with _slow_step("draining", longer_than=self.drain_seconds + 5):
+            handed_back = await pool.drain(self.drain_seconds)
         if handed_back:
             log.info("handed %d unfinished job(s) back to the queue", handed_back)
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await runner.cleanup()
-        await engine.close()
+        with _slow_step("stopping the background tasks"):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        with _slow_step("closing the HTTP server"):
+            await runner.cleanup()
+        with _slow_step("closing registry connections"):
+            await engine.close()
         log.info("mirrord stopped")
+
+
+@contextlib.contextmanager
+def _slow_step(what: str, longer_than: float = 5.0) -> Iterator[None]:
+    """Say which step of a shutdown took long (a stop should take the drain, not more)."""
+    started = time.monotonic()
+    yield
+    if (took := time.monotonic() - started) > longer_than:
+        log.warning("stopping: %s took %.1fs", what, took)
 
 
 def _why(task: asyncio.Task[Any]) -> str:
