@@ -121,14 +121,18 @@ def check_complete(bundle: Bundle) -> None:
         raise LocalStorageError(f"{bundle.path}: refusing to import: {problems[0]}{more}")
 
 
-async def checked_source(bundle: Bundle, entry: Entry) -> ImageSource:
-    """The entry's source, once its tag is known to name the digest the description records."""
+async def checked_source(bundle: Bundle, entry: Entry) -> tuple[ImageSource, str]:
+    """The entry's source and what to copy from it: the digest its tag names, once that is
+    known to be the one the description records (copying by digest, so a tag moved after the
+    check cannot slip another image in)."""
     source = bundle.source(entry)
     head = await source.head(entry.reference)
-    problem = None if head is None else entry.digest_problem(head.digest)
+    if head is None:
+        return source, entry.reference  # an absent image is the copy's to report, as before
+    problem = entry.digest_problem(head.digest)
     if problem is not None:
         raise IntegrityError(problem)
-    return source  # an absent image is the copy's to report, as before
+    return source, head.digest
 
 
 async def import_bundle(
@@ -154,9 +158,10 @@ async def import_bundle(
             dst = destination_for(target, entry)
             async with gate:
                 try:
+                    source, reference = await checked_source(bundle, entry)
                     result = await copy_image(
-                        await checked_source(bundle, entry),
-                        entry.reference,
+                        source,
+                        reference,
                         RegistryDestination(client, dst.repository, blobs),
                         dst.tag or dst.digest,
                         PlatformPolicy.all(),

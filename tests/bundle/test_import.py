@@ -8,6 +8,11 @@ from urllib.parse import parse_qs
 
 import pytest
 
+from mirrord.bundle import importer
+from mirrord.bundle.layouts import Bundle, Entry, open_bundle
+from mirrord.config.naming import Destination
+from mirrord.registry.options import RegistryOptions, TLSMode
+from mirrord.transports.base import ImageSource
 from tests.bundle.corpus import LIST_V1, Corpus, mirrord, retag
 from tests.harness.faultproxy import FaultProxy, MakeFaultProxy
 from tests.harness.registry import MakeRegistry
@@ -90,6 +95,30 @@ def test_an_image_whose_tag_left_the_recorded_digest_is_refused_and_the_others_i
     for name in LIST_V1:
         if name != "multi:latest":
             assert inspect_raw(target, name) == corpus.raw(name), name
+
+
+async def test_a_tag_moved_after_its_check_does_not_change_what_is_imported(
+    corpus: Corpus, bundle: Path, make_registry: MakeRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = corpus.images["multi:latest"]
+    check = importer.checked_source
+
+    async def then_moved(opened: Bundle, entry: Entry) -> tuple[ImageSource, str]:
+        checked = await check(opened, entry)
+        if entry.name == "multi:latest":  # someone edits the bundle between check and copy
+            retag(bundle, "multi", "latest", index.children[0].digest)
+        return checked
+
+    monkeypatch.setattr(importer, "checked_source", then_moved)
+    target = make_registry()
+    with open_bundle(bundle) as opened:
+        outcomes = await importer.import_bundle(
+            opened,
+            Destination.parse(target.host),
+            lambda host, role: RegistryOptions(tls=TLSMode.PLAIN_HTTP),
+        )
+    assert [o.error for o in outcomes] == [None] * len(LIST_V1)
+    assert inspect_raw(target, "multi:latest") == corpus.raw("multi:latest")
 
 
 def test_a_bundle_an_export_left_a_temp_file_in_is_not_imported(
