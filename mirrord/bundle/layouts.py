@@ -315,4 +315,7 @@ def covered_blobs(path: Path, workdir: Path | None = None) -> frozenset[str]:
     if info is not None:
         return info.covers
     with open_bundle(path, workdir) as bundle:
+        problems = bundle.scan()  # an interrupted export: its images cannot be imported
+        if problems:
+            raise LocalStorageError(f"{path}: cannot be the base of --since: {problems[0]}")
         return frozenset(bundle.blob_digests())

@@ -121,3 +121,23 @@ def test_since_a_bundle_without_a_description_uses_its_blob_store(
     )
     assert blob_files(second) & blob_files(first) == set()
     assert blob_files(second)
+
+
+def test_since_an_interrupted_export_is_refused(corpus: Corpus, tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    mirrord("export", corpus.list_file(("app/web:v1",)), first, "--from", corpus.storage_pool)
+    (first / "mirrord-bundle.json").unlink()  # as an export killed part-way leaves it
+    (first / "mirrord-bundle.incomplete").write_text("an export is writing this bundle\n")
+    result = mirrord(
+        "export",
+        corpus.list_file(("app/api:1.0",)),
+        second,
+        "--from",
+        corpus.storage_pool,
+        "--since",
+        first,
+    )
+    assert result.exit_code != 0, result.output
+    assert f"{first}: cannot be the base of --since: " in result.stderr
+    assert "interrupted" in result.stderr
+    assert not (second / "mirrord-bundle.json").exists()
