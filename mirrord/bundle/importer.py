@@ -96,7 +96,10 @@ async def blob_hints(
 
 async def _blobs_of(bundle: Bundle, entry: Entry) -> set[str]:
     source = bundle.source(entry)
-    head = await source.head(entry.reference)
+    try:
+        head = await source.head(entry.reference)
+    except MirrordError:
+        return set()  # the copy itself reports it
     if head is None:
         return set()
     found: set[str] = set()

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from mirrord.errors import IntegrityError, InvalidReference, LocalStorageError
+from mirrord.errors import IntegrityError, InvalidReference, LocalStorageError, MirrordError
 from mirrord.manifests import (
     DOCKER_MANIFEST,
     MAX_MANIFEST_SIZE,
@@ -270,7 +270,7 @@ class ArchiveSource:
         all read; an image whose files cannot be read is left out: reading it says why)."""
         if not self.reader.oci_entries():
             for entry in self.reader.docker_entries():
-                with contextlib.suppress(LocalStorageError):
+                with contextlib.suppress(MirrordError):
                     self._make(entry)
         found = {d: name for name in self.reader.names() if (d := _member_digest(name))}
         for _, files in self._made.values():
@@ -321,6 +321,29 @@ def _blob_member(digest: str) -> str:
     return "blobs/" + "/".join(check_digest(digest).split(":", 1))
 
 
+def _check_named(reader: ArchiveReader, name: str, digest: str) -> None:
+    """A member named by its hash (`<hex>.json`, `<hex>.tar`) must hash to its name."""
+    stem = posixpath.basename(name).removesuffix(".json").removesuffix(".tar")
+    if is_digest(f"sha256:{stem}") and digest != f"sha256:{stem}":
+        raise IntegrityError(
+            f"{reader.path}: {name}: its bytes hash to {digest} (corrupt or truncated)"
+        )
+
+
+def _diff_ids(reader: ArchiveReader, entry: DockerEntry) -> list[str | None] | None:
+    """The config's `rootfs.diff_ids`, one per layer of the entry; None when it has no such
+    list (then nothing is compared)."""
+    if (reader.size(entry.config) or 0) > MAX_MANIFEST_SIZE:
+        return None  # not a config's size; it is copied as it is, only hashed
+    raw = reader.read(entry.config, MAX_MANIFEST_SIZE)
+    config = load_json(raw or b"null", f"{reader.path}: {entry.config}")
+    rootfs = config.get("rootfs") if isinstance(config, dict) else None
+    ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(ids, list) or len(ids) != len(entry.layers):
+        return None
+    return [i if isinstance(i, str) else None for i in ids]
+
+
 def _member_digest(name: str) -> str | None:
     """The digest a `blobs/<alg>/<hex>` member is stored under; None for any other member."""
     parts = name.split("/")
@@ -360,12 +383,24 @@ def _pick_docker(entries: list[DockerEntry], reference: str, where: str) -> Dock
 
 
 def _made_manifest(reader: ArchiveReader, entry: DockerEntry) -> tuple[Manifest, dict[str, str]]:
-    """The schema2 manifest of a classic entry, and which member holds each of its blobs."""
+    """The schema2 manifest of a classic entry, and which member holds each of its blobs.
+
+    A classic archive records no blob digests, but its files are checked against what it does
+    record: a member named by its hash (`<hex>.json`, skopeo's `<hex>.tar`) against its name,
+    an uncompressed layer (docker save's `<id>/layer.tar`) against the config's `diff_ids`."""
     config_digest, config_size, _ = reader.hash(entry.config)
+    _check_named(reader, entry.config, config_digest)
+    diff_ids = _diff_ids(reader, entry)
     files = {config_digest: entry.config}
     layers = []
-    for name in entry.layers:
+    for name, diff_id in zip(entry.layers, diff_ids or [None] * len(entry.layers), strict=True):
         digest, size, gzipped = reader.hash(name)
+        _check_named(reader, name, digest)
+        if not gzipped and diff_id is not None and diff_id != digest:
+            raise IntegrityError(
+                f"{reader.path}: {name}: its bytes hash to {digest}, the image config's "
+                f"rootfs.diff_ids says {diff_id} (corrupt or truncated)"
+            )
         files[digest] = name
         media_type = DOCKER_LAYER_GZIP if gzipped else DOCKER_LAYER
         layers.append({"mediaType": media_type, "size": size, "digest": digest})

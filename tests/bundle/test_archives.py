@@ -14,7 +14,7 @@ import pytest
 from tests.bundle.corpus import mirrord, sha256, write_tar
 from tests.harness.images import REF_NAME, ImageBuilder, Layout
 from tests.harness.registry import MakeRegistry, RegistryServer
-from tests.harness.skopeo import inspect_raw, run_skopeo
+from tests.harness.skopeo import SkopeoError, inspect_raw, run_skopeo
 
 CONTAINERD_NAME = "io.containerd.image.name"
 
@@ -46,12 +46,7 @@ def test_a_skopeo_archive_verifies(web: Layout, tmp_path: Path) -> None:
 def test_a_classic_archive_missing_a_layer_fails_verification(web: Layout, tmp_path: Path) -> None:
     archive = tmp_path / "sk.tar"
     by_skopeo(web, archive, "app/web:v1")
-    with tarfile.open(archive) as tar:
-        members = {
-            m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
-            for m in tar.getmembers()
-            if m.isreg()
-        }
+    members = archive_members(archive)
     layer = json.loads(members["manifest.json"])[0]["Layers"][1]
     del members[layer]
     broken = tmp_path / "broken.tar"
@@ -59,6 +54,75 @@ def test_a_classic_archive_missing_a_layer_fails_verification(web: Layout, tmp_p
     result = mirrord("verify", broken)
     assert result.exit_code == 1
     assert f"{broken}: member {layer!r} is missing" in result.stderr
+
+
+def archive_members(archive: Path) -> dict[str, bytes]:
+    """The regular files of a tar, by name."""
+    with tarfile.open(archive) as tar:
+        return {
+            m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isreg()
+        }
+
+
+def flipped(data: bytes) -> bytes:
+    """The same bytes but one, as a bad disk or a careless edit leaves them."""
+    return data[:100] + bytes([data[100] ^ 1]) + data[101:]
+
+
+def test_a_flipped_byte_in_a_skopeo_archive_fails_verify_and_import(
+    web: Layout, tmp_path: Path, make_registry: MakeRegistry
+) -> None:
+    archive = tmp_path / "sk.tar"
+    by_skopeo(web, archive, "app/web:v1")
+    members = archive_members(archive)
+    layer = json.loads(members["manifest.json"])[0]["Layers"][1]  # `<hex>.tar`: its hash
+    members[layer] = flipped(members[layer])
+    broken = tmp_path / "broken.tar"
+    write_tar(broken, members)
+
+    result = mirrord("verify", broken)
+    assert result.exit_code == 1, result.output
+    assert f"{broken}: {layer}: its bytes hash to sha256:" in result.stderr
+    target = make_registry()
+    imported = mirrord("import", broken, f"docker://{target.host}", "--dest-tls-verify=false")
+    assert imported.exit_code == 1, imported.output  # its one image failed
+    assert f"mirrord: error: app/web:v1: {broken}: {layer}: its bytes hash to" in imported.stderr
+    with pytest.raises(SkopeoError):
+        inspect_raw(target, "app/web:v1")
+
+
+def docker_save_layout(members: dict[str, bytes]) -> dict[str, bytes]:
+    """skopeo's archive as `docker save` before Docker 25 lays it out: each layer in
+    `<id>/layer.tar`, so only the config's diff_ids say what its bytes should hash to."""
+    manifest = json.loads(members["manifest.json"])
+    saved = {name: data for name, data in members.items() if name.endswith(".json")}
+    layers = []
+    for n, layer in enumerate(manifest[0]["Layers"]):
+        saved[f"{n:064x}/layer.tar"] = members[layer]
+        layers.append(f"{n:064x}/layer.tar")
+    manifest[0]["Layers"] = layers
+    saved["manifest.json"] = json.dumps(manifest).encode()
+    return saved
+
+
+def test_a_docker_save_layer_that_no_longer_matches_its_diff_id_fails_verify(
+    web: Layout, tmp_path: Path
+) -> None:
+    archive = tmp_path / "sk.tar"
+    by_skopeo(web, archive, "app/web:v1")
+    members = docker_save_layout(archive_members(archive))
+    good, broken = tmp_path / "good.tar", tmp_path / "broken.tar"
+    write_tar(good, members)
+    members[f"{1:064x}/layer.tar"] = flipped(members[f"{1:064x}/layer.tar"])
+    write_tar(broken, members)
+
+    assert mirrord("verify", good).exit_code == 0
+    result = mirrord("verify", broken)
+    assert result.exit_code == 1, result.output
+    assert f"{broken}: {1:064x}/layer.tar: its bytes hash to sha256:" in result.stderr
+    assert "the image config's rootfs.diff_ids says sha256:" in result.stderr
 
 
 def by_mirrord(layout: Layout, archive: Path, name: str) -> None:
