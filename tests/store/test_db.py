@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import sqlite3
 import stat
 import threading
@@ -178,3 +180,44 @@ def test_an_invalid_url_is_not_echoed() -> None:
 async def test_an_unreachable_postgresql_is_a_store_error() -> None:
     with pytest.raises(StoreError):
         await Store.open("postgresql+asyncpg://nobody@127.0.0.1:1/mirrord")
+
+
+async def test_a_write_cancelled_half_way_leaves_no_lock_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a cancelled task does on its way out (the scheduler ending its run, a shutdown
+    handing jobs back) is a write right after the one that was cancelled: it must not wait
+    for a lock the cancelled transaction's connection still holds."""
+    monkeypatch.setattr("mirrord.store.db.BUSY_TIMEOUT_MS", 2000)  # a leaked lock fails fast
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'cancel.db'}")
+
+    async def add(conn: AsyncConnection) -> None:
+        await conn.execute(text("INSERT INTO t VALUES (1)"))
+        await conn.execute(text("SELECT count(*) FROM t"))
+        await conn.execute(text("UPDATE t SET x = x + 1"))
+
+    async def plan() -> None:
+        try:
+            for _ in range(4):
+                await db.write(add, "planning")
+        except asyncio.CancelledError:
+            await db.write(add, "ending the run")  # StoreError: database is locked
+            raise
+
+    async def create(conn: AsyncConnection) -> None:
+        await conn.execute(text("CREATE TABLE t (x INTEGER)"))
+
+    await db.write(create, "creating")
+    delays = random.Random(0)
+    try:
+        for _ in range(200):
+            task = asyncio.create_task(plan())
+            await asyncio.sleep(delays.random() * 0.004)  # somewhere inside a transaction
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        async with db.read_engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one()
+        assert rows > 200  # every ending write went in, besides the planned ones
+    finally:
+        await db.dispose()
