@@ -25,7 +25,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -171,36 +171,52 @@ class Daemon:
         log.info("configuration reloaded: %s", new.summary())
 
     async def _shutdown(self, pool: WorkerPool, engine: Engine, runner: web.AppRunner) -> None:
+        """Stop in order; every step runs even if one before it failed (the first failure is
+        raised at the end)."""
         self.scheduler.running = False
         self.metrics.scheduler_up.set(0)
         pool.stop_claiming()
-        tasks = {task.get_name(): task for task in self._tasks}
-        tasks["scheduler"].cancel()
-        # Let a claim in progress finish, so no job is left running without a worker.
-        with _slow_step("waiting for the claim in progress"):
-            await asyncio.wait([tasks["workers"]], timeout=10)
-        with _slow_step("draining", longer_than=self.drain_seconds + 5):
+        steps = _Steps()
+        for task in self._tasks:  # no new tick; one under way finishes planning (a few writes)
+            if task.get_name() == "scheduler":
+                task.cancel()
+        async with steps.step("draining", longer_than=self.drain_seconds + 5):
             handed_back = await pool.drain(self.drain_seconds)
-        if handed_back:
-            log.info("handed %d unfinished job(s) back to the queue", handed_back)
+            if handed_back:
+                log.info("handed %d unfinished job(s) back to the queue", handed_back)
         for task in self._tasks:
             task.cancel()
-        with _slow_step("stopping the background tasks"):
+        async with steps.step("stopping the background tasks"):
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        with _slow_step("closing the HTTP server"):
+        async with steps.step("closing the HTTP server"):
             await runner.cleanup()
-        with _slow_step("closing registry connections"):
+        async with steps.step("closing registry connections"):
             await engine.close()
         log.info("mirrord stopped")
+        steps.raise_first()
 
 
-@contextlib.contextmanager
-def _slow_step(what: str, longer_than: float = 5.0) -> Iterator[None]:
-    """Say which step of a shutdown took long (a stop should take the drain, not more)."""
-    started = time.monotonic()
-    yield
-    if (took := time.monotonic() - started) > longer_than:
-        log.warning("stopping: %s took %.1fs", what, took)
+class _Steps:
+    """The steps of a shutdown: each one that takes longer than it should (a stop should take
+    the drain, not more) or fails is logged by name, and the rest still run."""
+
+    def __init__(self) -> None:
+        self.failed: Exception | None = None
+
+    @contextlib.asynccontextmanager
+    async def step(self, what: str, longer_than: float = 5.0) -> AsyncIterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        except Exception as exc:
+            log.error("stopping: %s failed: %s", what, exc)
+            self.failed = self.failed or exc
+        if (took := time.monotonic() - started) > longer_than:
+            log.warning("stopping: %s took %.1fs", what, took)
+
+    def raise_first(self) -> None:
+        if self.failed is not None:
+            raise self.failed
 
 
 def _why(task: asyncio.Task[Any]) -> str:

@@ -144,8 +144,16 @@ class StoreBlobIndex:
         self._known.get((registry, digest), {}).pop(repo, None)
         await self._blobs.invalidate(registry, repo, digest)
 
+    async def close(self) -> None:
+        """At shutdown: stop loading (no job waits for it any more: a drain cancelled them),
+        then write what is pending, before the store closes."""
+        if self._loader is not None:
+            self._loader.cancel()
+            await asyncio.gather(self._loader, return_exceptions=True)
+        await self.flush()
+
     async def flush(self) -> None:
-        """Write what is pending now (at shutdown)."""
+        """Write what is pending now."""
         while self._writer is not None and not self._writer.done():
             await asyncio.shield(self._writer)
 
@@ -227,7 +235,7 @@ class Engine:
                     self._close_soon(pool)
 
     async def close(self) -> None:
-        await self.index.flush()
+        await self.index.close()
         await asyncio.gather(*self._closing)
         for pool in (*self._retired, self.pool):
             await pool.close()

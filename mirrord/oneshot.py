@@ -18,6 +18,7 @@ from mirrord.registry.events import Observer
 from mirrord.runner import JobRunner
 from mirrord.scheduler import enqueue_run
 from mirrord.store import Job, JobState, RunStatus, RunSummary, RunTrigger, Store
+from mirrord.tasks import to_completion
 from mirrord.transports.docker import OptionsFor
 from mirrord.worker import FanOut, JobEvents, JobLog, WorkerPool, pool_settings
 
@@ -101,8 +102,12 @@ async def sync_once(
         async with background(
             pool.run(), pool.heartbeat(), pool.watch_cancels(), pool.reaper()
         ) as beside:
-            await beside.until(_wait_for_run(store, run_id, pool.completions.committed))
-            await pool.drain(0)
+            try:
+                await beside.until(_wait_for_run(store, run_id, pool.completions.committed))
+            finally:
+                # Interrupted too (Ctrl-C, --command-timeout, a background task's error): jobs
+                # still running go back to the queue, successes waiting in the batch are kept.
+                await to_completion(pool.drain(0))
     finally:
         await engine.close()
     summary = await store.queue.run_summary(run_id)

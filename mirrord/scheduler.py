@@ -21,6 +21,7 @@ from mirrord.errors import ConfigError
 from mirrord.model import CopyRequest
 from mirrord.plan import RepoSelection, copies_for, merge
 from mirrord.store import Job, NewJob, RunStatus, RunTrigger, Store
+from mirrord.tasks import to_completion
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +60,26 @@ def initial_jobs(config: MirrorConfig) -> tuple[list[NewJob], list[NewJob]]:
 async def enqueue_run(
     store: Store, config: MirrorConfig, trigger: RunTrigger, priority: int = 0
 ) -> int:
-    """Create a run, enqueue its jobs, and close it to further planning."""
+    """Create a run, enqueue its jobs, and close it to further planning.
+
+    Planning (a few writes) runs to its end even if the caller is cancelled, a shutdown during
+    a tick say: stopped half-way, it would leave a run open with part of its jobs."""
+    return await to_completion(_plan_run(store, config, trigger, priority))
+
+
+async def _plan_run(store: Store, config: MirrorConfig, trigger: RunTrigger, priority: int) -> int:
     run_id = await store.queue.create_run(trigger)
     try:
         listing, copies = initial_jobs(config)
         listed = await store.queue.enqueue(listing, run_id, priority=max(priority, LIST_PRIORITY))
         direct = await store.queue.enqueue(copies, run_id, priority=priority)
         await store.queue.close_run(run_id)
-    except BaseException as exc:
+    except BaseException:
         # A run left open would show as running forever and never be pruned: end it now (if
-        # the database lets us; the error that stopped planning is the one that matters).
-        status = (
-            RunStatus.CANCELLED if isinstance(exc, asyncio.CancelledError) else RunStatus.FAILED
-        )
+        # the database lets us; the error that stopped planning is the one that matters). Its
+        # queued jobs stay queued: some may be an earlier run's, adopted by this one.
         with contextlib.suppress(Exception):
-            await store.queue.finish_run(run_id, status)
+            await store.queue.finish_run(run_id, RunStatus.FAILED)
         raise
     log.info(
         "run %d (%s): %d listing job(s), %d copy job(s) enqueued, %d already queued",

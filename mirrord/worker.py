@@ -303,6 +303,7 @@ class WorkerPool:
         self.completions = Completions(store, lambda: bool(self.running or self.buffer))
         self._wake = asyncio.Event()
         self._claiming = True
+        self._claim: asyncio.Task[bool] | None = None  # the claim in flight, if any
 
     def wake(self) -> None:
         """New work was enqueued (or a slot freed up): claim now, not at the next poll."""
@@ -331,10 +332,19 @@ class WorkerPool:
         want = 4 * size - len(self.running) - len(self.buffer)
         if len(self.buffer) >= size or want <= 0:
             return False
+        # The claim is the pool's, not the claim loop's: its jobs reach the buffer even if the
+        # loop is cancelled meanwhile, and a drain waits for it and hands them back.
+        self._claim = asyncio.ensure_future(self._claim_into_buffer(want))
+        claimed = await asyncio.shield(self._claim)
+        if not self._claiming:
+            return False  # a drain began during the claim: the jobs are its to hand back
+        self._dispatch()
+        return claimed and len(self.running) < size
+
+    async def _claim_into_buffer(self, want: int) -> bool:
         jobs = await self.store.queue.claim(self.name, want, self.settings.lease)
         self.buffer.extend(jobs)
-        self._dispatch()
-        return bool(jobs) and len(self.running) < size
+        return bool(jobs)
 
     async def _idle(self) -> None:
         """Wait for a wake-up, a finished job or the poll interval, whichever comes first."""
@@ -425,10 +435,13 @@ class WorkerPool:
         """Hand buffered jobs back, wait up to `grace` seconds for running ones, then requeue
         the rest. Returns how many were handed back."""
         self.stop_claiming()
+        if (claim := self._claim) is not None:
+            await asyncio.wait([claim])  # its jobs join the buffer, handed back below
+            if not claim.cancelled():
+                claim.exception()  # a failed claim is the claim loop's to report
         buffered = [job.id for job in self.buffer]
         self.buffer.clear()
-        if buffered:
-            await self.store.queue.requeue(self.name, buffered)
+        await self._hand_back(buffered)
         if self.running:
             await asyncio.wait(list(self.running.values()), timeout=grace)
         leftover = dict(self.running)
@@ -436,9 +449,19 @@ class WorkerPool:
             task.cancel()
         await asyncio.gather(*leftover.values(), return_exceptions=True)
         await self.completions.flush()
-        if leftover:
-            await self.store.queue.requeue(self.name, list(leftover))
+        await self._hand_back(list(leftover))
         return len(leftover) + len(buffered)
+
+    async def _hand_back(self, job_ids: list[int]) -> None:
+        """Requeue jobs this worker will not run; if the database refuses, the drain goes on
+        (the jobs come back when their leases expire, or at once when mirrord starts again on
+        this host)."""
+        if not job_ids:
+            return
+        try:
+            await self.store.queue.requeue(self.name, job_ids)
+        except MirrordError as exc:
+            log.error("handing %d job(s) back to the queue failed: %s", len(job_ids), exc)
 
     async def heartbeat(self) -> None:
         """Renew the leases of running and buffered jobs, forever (a background task)."""

@@ -21,7 +21,7 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -33,6 +33,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from mirrord.errors import StoreError
+from mirrord.tasks import to_completion
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects import postgresql
@@ -222,7 +223,7 @@ class Database:
         while True:
             try:
                 async with self._serialized():
-                    return await _to_completion(_transaction(self.write_engine, work))
+                    return await to_completion(_transaction(self.write_engine, work))
             except DBAPIError as exc:
                 attempt += 1
                 if not _retryable(exc) or attempt == _RETRIES:
@@ -234,7 +235,7 @@ class Database:
     async def read(self, work: Callable[[AsyncConnection], Awaitable[T]], action: str) -> T:
         """Run `work` in one read transaction (one consistent snapshot)."""
         with store_errors(action):
-            return await _to_completion(_transaction(self.read_engine, work))
+            return await to_completion(_transaction(self.read_engine, work))
 
     @asynccontextmanager
     async def _serialized(self) -> AsyncIterator[None]:
@@ -254,28 +255,6 @@ class Database:
 async def _transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
     async with engine.begin() as conn:
         return await work(conn)
-
-
-async def _to_completion(transaction: Coroutine[Any, Any, T]) -> T:
-    """Run a transaction in a task of its own, to its commit or rollback even if the caller is
-    cancelled meanwhile; the cancellation is raised once it has ended.
-
-    Cancelled half-way, a transaction leaves its connection with a statement in flight: the
-    pool throws the connection away, but SQLite keeps its lock until the statement is freed,
-    so the next writer (a cancelled task recording why it stopped, a shutdown handing jobs
-    back) waited out the whole busy timeout and failed with "database is locked"."""
-    task = asyncio.ensure_future(transaction)
-    cancelled: asyncio.CancelledError | None = None
-    while not task.done():
-        try:
-            await asyncio.wait([task])
-        except asyncio.CancelledError as exc:
-            cancelled = exc
-    if cancelled is not None:
-        if not task.cancelled():
-            task.exception()  # the caller is gone: its error is not "never retrieved"
-        raise cancelled
-    return task.result()
 
 
 class Component:
