@@ -53,6 +53,26 @@ def compile_regex(value: Any) -> TagRegex:
         raise invalid(f"invalid regular expression {quoted(text)}: {exc}") from None
 
 
+def compile_skopeo_regex(value: Any) -> TagRegex:
+    """skopeo's `images-by-tag-regex` entry: left empty (null), it is Go's "", which matches
+    every tag."""
+    return compile_regex("" if value is None else value)
+
+
+_GO_TRUE = frozenset({"y", "Y", "yes", "Yes", "YES", "on", "On", "ON"})
+_GO_FALSE = frozenset({"n", "N", "no", "No", "NO", "off", "Off", "OFF"})
+
+
+def parse_go_bool(value: Any) -> bool:
+    """A bool as skopeo's yaml.v3 reads one: a YAML bool or YAML 1.1's yes/no/on/off words;
+    anything else (`"false"`, `0`) makes skopeo refuse the file, and is refused here too."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value in _GO_TRUE | _GO_FALSE:
+        return value in _GO_TRUE
+    raise invalid("expected true or false (skopeo cannot read this value as a bool)")
+
+
 def parse_constraint(value: Any) -> Constraint:
     """A Masterminds-style semver constraint (`mirrord.semver`)."""
     text = _text(value, "a semver constraint")
@@ -109,6 +129,8 @@ class TLSChoice(StrEnum):
 
 
 Regex = Annotated[TagRegex, PlainValidator(compile_regex)]
+SkopeoRegex = Annotated[TagRegex, PlainValidator(compile_skopeo_regex)]
+GoBool = Annotated[bool, PlainValidator(parse_go_bool)]
 Semver = Annotated[Constraint, PlainValidator(parse_constraint)]
 Duration = Annotated[timedelta, PlainValidator(parse_duration)]
 Platforms = Annotated[PlatformPolicy, PlainValidator(parse_platforms)]

@@ -36,7 +36,14 @@ from mirrord.config.registries import (
     warn_if_exposed,
 )
 from mirrord.config.skopeo import SkopeoFile, SourceContext, read_skopeo, top_level_hint
-from mirrord.config.yamlsafe import Document, KeyPath, UnreadableDocument, read_text, read_yaml
+from mirrord.config.yamlsafe import (
+    SECOND_DOCUMENT,
+    Document,
+    KeyPath,
+    UnreadableDocument,
+    read_text,
+    read_yaml,
+)
 from mirrord.errors import ConfigError, InvalidReference
 from mirrord.model import PlatformPolicy
 from mirrord.plan import RepoSelection
@@ -356,6 +363,14 @@ def load_skopeo_document(
     doc: Document, ctx: SourceContext, registries: RegistryTable, problems: Problems
 ) -> list[RepoSelection]:
     """The selections of a skopeo sync file; problems are recorded in `problems`."""
+    for problem in doc.problems:
+        if problem.message == SECOND_DOCUMENT:
+            log.warning(
+                "%s:%d: only the first YAML document is read (as skopeo reads it)",
+                doc.name,
+                problem.line,
+            )
+    doc = replace(doc, problems=tuple(p for p in doc.problems if p.message != SECOND_DOCUMENT))
     problems.add_read_problems(doc)
     data = {} if doc.data is None else doc.data
     if not isinstance(data, dict):

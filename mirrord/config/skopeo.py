@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, RootModel, SecretStr
+from pydantic import Field, RootModel, SecretStr, model_validator
 
 from mirrord.config.context import SourceContext as SourceContext  # re-exported
 from mirrord.config.extensions import Choices, RegistryExtension
-from mirrord.config.fields import EmptyIfNull, Model, Regex, Semver
+from mirrord.config.fields import EmptyIfNull, GoBool, Model, Regex, Semver, SkopeoRegex
 from mirrord.config.naming import target_repository
 from mirrord.config.problems import Invalid, Problems
 from mirrord.config.registries import (
@@ -43,25 +43,33 @@ REGISTRY_KEYS = frozenset(
 
 
 class SkopeoCredentials(Model):
-    """skopeo's `credentials`: used only when a field is non-empty."""
+    """skopeo's `credentials`: used only when a field is non-empty (a field left empty, null
+    in YAML, is an empty Go string)."""
 
     username: str = ""
     password: SecretStr = SecretStr("")
     identitytoken: SecretStr = SecretStr("")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_are_empty(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {key: "" if value is None else value for key, value in data.items()}
+        return data
 
 
 class RegistryBlock(Model):
     """Everything under one registry host."""
 
     images: Annotated[dict[str, list[str] | None], EmptyIfNull] = Field(default_factory=dict)
-    images_by_tag_regex: Annotated[dict[str, Regex], EmptyIfNull] = Field(
+    images_by_tag_regex: Annotated[dict[str, SkopeoRegex], EmptyIfNull] = Field(
         default_factory=dict, alias="images-by-tag-regex"
     )
     images_by_semver: Annotated[dict[str, Semver], EmptyIfNull] = Field(
         default_factory=dict, alias="images-by-semver"
     )
     credentials: SkopeoCredentials | None = None
-    tls_verify: bool | None = Field(None, alias="tls-verify")
+    tls_verify: GoBool | None = Field(None, alias="tls-verify")
     cert_dir: str | None = Field(None, alias="cert-dir")
     mirrord: RegistryExtension | None = None
 

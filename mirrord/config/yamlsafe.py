@@ -68,6 +68,9 @@ class UnreadableDocument(ConfigError):
 
 
 _TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
+# A problem for a configuration; a skopeo sync file is read as skopeo reads it (yaml.Unmarshal
+# decodes the first document), with a warning instead.
+SECOND_DOCUMENT = "a second YAML document: a file holds one"
 _OPEN = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
 _CLOSE = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
 
@@ -173,7 +176,10 @@ def parse_yaml(text: str, name: str, path: Path | None = None) -> Document:
     try:
         refused = _check_events(text, name)
         loader = _Loader(text)
-        node = loader.get_single_node()
+        node = loader.get_node() if loader.check_node() else None  # the first document
+        if loader.check_node():
+            line = loader.peek_event().start_mark.line + 1
+            refused.append(ReadProblem(line, (), SECOND_DOCUMENT))
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else 1
         # Only the problem, never the snippet: the offending line may hold a password.

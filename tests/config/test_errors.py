@@ -108,7 +108,7 @@ def test_wrong_types(tmp_path: Path) -> None:
         "    keep-latest: 0\n"
         "    platforms: [linux]\n",
     ) == [
-        '2: "quay.io".tls-verify: Input should be a valid boolean, unable to interpret input',
+        '2: "quay.io".tls-verify: expected true or false (skopeo cannot read this value as a bool)',
         '4: "quay.io".images."coreos/etcd": Input should be a valid list',
         '6: "quay.io".mirrord.keep-latest: Input should be greater than 0',
         "7: \"quay.io\".mirrord.platforms: invalid platform 'linux': expected os/arch[/variant]",

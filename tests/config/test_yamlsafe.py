@@ -36,6 +36,13 @@ def test_anchors_and_aliases_are_refused() -> None:
     ]
 
 
+def test_a_second_document_is_a_problem_naming_its_line() -> None:
+    """A configuration is one document (a skopeo sync file's loader turns this problem into a
+    warning and reads the first one, as skopeo does)."""
+    assert messages("a: 1\n---\nb: 2\n") == [(3, "a second YAML document: a file holds one")]
+    assert messages("---\na: 1\n") == []  # an explicit start of the only document
+
+
 def test_a_yaml_bomb_is_not_expanded() -> None:
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8)
