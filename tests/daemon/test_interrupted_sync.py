@@ -13,12 +13,20 @@ from tests.daemon.conftest import REPOS, Corpus, DaemonEnv, wait_until
 from tests.harness.faultproxy import FaultProxy
 
 
+def as_from_a_shell() -> None:
+    """In the child: Ctrl-C's signal as a shell leaves it (default action, not blocked),
+    whatever the test process inherited."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
 def start_sync(env: DaemonEnv, *flags: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "mirrord", *flags, "sync", "--config", str(env.config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=as_from_a_shell,
     )
 
 

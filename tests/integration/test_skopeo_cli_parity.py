@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import time
 from pathlib import Path
 
@@ -324,6 +325,9 @@ def test_ctrl_c_at_the_password_prompt_is_an_interrupt(cli: Mirrord, tmp_path: P
     pid, fd = pty.fork()
     if pid == 0:  # the child: mirrord on a terminal, as a user runs it
         try:
+            # Ctrl-C's signal as a shell leaves it, whatever the test process inherited
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
             os.execvpe(mirrord_command()[0], [*mirrord_command(), *args], cli.env())
         finally:
             os._exit(127)
