@@ -42,21 +42,27 @@ def slow_writes(store: Store, action: str, started: asyncio.Event, delay: float 
     db.write = slowed  # type: ignore[method-assign,assignment]
 
 
+async def cancel_a_tick_during(store: Store, action: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tick planning one copy job, cancelled (Daemon._shutdown cancels the scheduler) while
+    its write named `action` is under way."""
+    monkeypatch.setattr(scheduler, "initial_jobs", lambda config: ([], copy_jobs(1)))
+    inside = asyncio.Event()
+    slow_writes(store, action, inside)
+    tick = asyncio.create_task(
+        scheduler.enqueue_run(store, cast(MirrorConfig, None), RunTrigger.SCHEDULE)
+    )
+    await asyncio.wait_for(inside.wait(), 10)
+    tick.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await tick
+
+
 async def test_a_run_cancelled_while_it_is_being_created_is_planned_and_closed(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SIGTERM while the scheduler's tick creates its run (the daemon's first tick runs right
     after start): the run used to stay open and `running` forever, never pruned."""
-    monkeypatch.setattr(scheduler, "initial_jobs", lambda config: ([], copy_jobs(1)))
-    inside = asyncio.Event()
-    slow_writes(store, "creating a run", inside)
-    tick = asyncio.create_task(
-        scheduler.enqueue_run(store, cast(MirrorConfig, None), RunTrigger.SCHEDULE)
-    )
-    await asyncio.wait_for(inside.wait(), 10)
-    tick.cancel()  # Daemon._shutdown: the scheduler is cancelled
-    with pytest.raises(asyncio.CancelledError):
-        await tick
+    await cancel_a_tick_during(store, "creating a run", monkeypatch)
     (run,) = await store.queue.runs()
     assert run.closed_at is not None  # planned to the end: it completes when its jobs do
     (job,) = await store.queue.jobs(limit=10)
@@ -101,21 +107,12 @@ async def test_a_shutdown_during_planning_does_not_cancel_work_an_earlier_run_qu
     SIGTERM while that tick plans: enqueue_run's handler ends its run with
     finish_run(CANCELLED), which cancels every queued job of the run, the adopted ones too, as
     'cancelled' (by the user). The earlier run then completes without them and, with a cron
-    schedule, nothing re-plans them before the next tick."""
+    schedule, nothing re-plans them before the next tick. Planning now runs to its end."""
     q = store.queue
     earlier = await q.create_run(RunTrigger.SCHEDULE)
     await q.enqueue(copy_jobs(1), earlier, due_at=clock.now + 600)  # a retry, due later
     await q.close_run(earlier)
-    monkeypatch.setattr(scheduler, "initial_jobs", lambda config: ([], copy_jobs(1)))
-    inside = asyncio.Event()
-    slow_writes(store, "closing a run", inside)
-    tick = asyncio.create_task(
-        scheduler.enqueue_run(store, cast(MirrorConfig, None), RunTrigger.SCHEDULE)
-    )
-    await asyncio.wait_for(inside.wait(), 10)
-    tick.cancel()  # SIGTERM: Daemon._shutdown cancels the scheduler
-    with pytest.raises(asyncio.CancelledError):
-        await tick
+    await cancel_a_tick_during(store, "closing a run", monkeypatch)
     (job,) = await q.jobs(limit=10)
     assert job.state is JobState.QUEUED, (job.state, job.reason, await q.runs())
 
