@@ -485,6 +485,10 @@ class ImageBuilder:
         except OSError:
             shutil.copyfile(self._path(digest), target)
 
+    def blob_file(self, digest: str) -> Path:
+        """The file in the store holding the blob (layer, config or manifest) `digest`."""
+        return self._path(digest)
+
     def _path(self, digest: str) -> Path:
         return self.store / "sha256" / digest.split(":", 1)[1]
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, get_args
 
+from .images import Image, ImageBuilder
 from .pki import CertFiles, Pki
 from .tokenserver import TokenServer
 
@@ -147,6 +148,27 @@ class RegistryServer:
             self.storage_dir
             / f"docker/registry/v2/blobs/{algorithm}/{hexdigest[:2]}/{hexdigest}/data"
         )
+
+    def push_on_disk(self, repository: str, tag: str, image: Image, builder: ImageBuilder) -> None:
+        """Store `image` as `repository:tag` the way a push leaves it on disk, hard-linking its
+        blobs from the builder's store: for big layers, where a real push (skopeo) would write
+        every byte again for a test that is about something else."""
+        for digest in [*image.blobs, *image.manifests]:
+            target = self.blob_path(digest)
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(builder.blob_file(digest), target)
+                except OSError:
+                    shutil.copyfile(builder.blob_file(digest), target)
+        repo_dir = self.storage_dir / "docker/registry/v2/repositories" / repository
+        links = [("_layers", digest) for digest in image.blobs]
+        links += [("_manifests/revisions", digest) for digest in image.manifests]
+        for kind, digest in links:
+            link = repo_dir / kind / digest.replace(":", "/") / "link"
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.write_text(digest)
+        self.tag_on_disk(repository, tag, image.digest)
 
     def tag_on_disk(self, repository: str, tag: str, digest: str) -> None:
         """Point `repository:tag` at an already-pushed manifest by writing storage links.

@@ -35,7 +35,7 @@ from aiohttp import web
 
 from tests.harness.images import Image
 from tests.harness.procmem import high_water_kib
-from tests.harness.registry import Credentials, RegistryServer
+from tests.harness.registry import Credentials
 from tests.harness.skopeo import Endpoint, copy_to_oci, inspect_raw
 
 DEFAULT_TIMEOUT = 120.0
@@ -221,30 +221,6 @@ def assert_same_image(
     for child in list(image.walk())[1:]:
         assert inspect_raw(endpoint, f"{repo}@{child.digest}", creds=creds) == child.manifest
     copy_to_oci(endpoint, f"{repo}:{tag}", workdir / f"verify-{tag}", creds=creds)
-
-
-def place_blob(registry: RegistryServer, repo: str, digest: str, data: Path) -> None:
-    """Put a blob into `registry/repo` by hard-linking `data` into its storage (no upload).
-
-    For large test blobs only: seeding 512 MiB through skopeo costs more than the copy under
-    test. Distribution keeps no cache in the test config, so the blob is served at once.
-    """
-    target = registry.blob_path(digest)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists():
-        os.link(data, target)
-    algorithm, hexdigest = digest.split(":", 1)
-    link = (
-        registry.storage_dir
-        / "docker/registry/v2/repositories"
-        / repo
-        / "_layers"
-        / algorithm
-        / hexdigest
-        / "link"
-    )
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.write_text(digest)
 
 
 def access_log(log: str, method: str, path_regex: str) -> list[str]:

@@ -7,13 +7,12 @@ import pytest
 
 from tests.harness.images import ImageBuilder
 from tests.harness.registry import MakeRegistry
-from tests.harness.skopeo import inspect_raw, seed
+from tests.harness.skopeo import inspect_raw
 from tests.integration.support import (
     MiB,
     Mirrord,
     dest_flags,
     docker_ref,
-    place_blob,
     src_flags,
 )
 
@@ -26,15 +25,11 @@ def test_copying_a_512_MiB_layer_keeps_peak_rss_flat(
     image_builder: ImageBuilder,
     make_registry: MakeRegistry,
     cli: Mirrord,
-    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     big = image_builder.layer("big", size=LAYER_SIZE)
     image = image_builder.image("big", layers=[big])
-    layout = image_builder.write_layout(tmp_path_factory.mktemp("big-layout"), {"v1": image})
     source, dest = make_registry("anonymous"), make_registry("anonymous")
-    # The big blob goes into the source's storage directly; skopeo then pushes only the rest.
-    place_blob(source, "big/app", big.digest, layout.path / "blobs/sha256" / big.digest[7:])
-    seed(layout, "v1", source, "big/app:v1")
+    source.push_on_disk("big/app", "v1", image, image_builder)  # no 512 MiB upload to set up
 
     result = cli(
         "copy",

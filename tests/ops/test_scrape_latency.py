@@ -17,7 +17,7 @@ import pytest
 from tests.harness.images import ImageBuilder
 from tests.harness.registry import MakeRegistry
 from tests.ops.conftest import StartDaemon
-from tests.ops.support import Samples, daemon_config, seed_images, skopeo_source
+from tests.ops.support import Samples, daemon_config, skopeo_source
 
 GiB = 1 << 30
 SCRAPE_EVERY = 0.05
@@ -42,7 +42,7 @@ async def test_metrics_answer_quickly_during_a_1_gib_transfer(
 ) -> None:
     source, mirror = make_registry(), make_registry()
     huge = image_builder.image("huge", layers=[image_builder.layer("huge", size=GiB)])
-    seed_images(image_builder, source, tmp_path, {"big/huge:v1": huge})
+    source.push_on_disk("big/huge", "v1", huge, image_builder)  # no 1 GiB upload to set up
     sources = [skopeo_source(tmp_path, "big", source.host, {"big/huge": ["v1"]})]
     daemon = start_daemon(daemon_config(tmp_path, destination=mirror.host, sources=sources))
     await daemon.wait_healthy()
