@@ -11,6 +11,10 @@ translates Masterminds' grammar into node-semver ranges where the two disagree:
 - `!=` exists (npm has no such operator).
 - Prereleases (`1.2.3-alpine`) never match unless a comparator of the same OR-group names a
   prerelease; then every prerelease in range matches (npm only admits those of the same x.y.z).
+- Masterminds' patterns are Go regexps: `\\s` is ASCII whitespace only (tab, newline, form feed,
+  carriage return, space), so a no-break space or an ideographic space is not a separator.
+- Numbers are uint64: a part over 18446744073709551615 is refused where Masterminds parses it
+  (everything before the first wildcard).
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ _VERSION_RE = re.compile(rf"v?([0-9]+)(?:\.([0-9]+))?(?:\.([0-9]+))?(?:-({_IDS})
 _OP = r"!=|>=|=>|<=|=<|~>|[=<>~^]|"
 _PART = r"[0-9]+|[xX*]"
 _CV = rf"v?(?:{_PART})(?:\.(?:{_PART})){{0,2}}(?:-{_IDS})?(?:\+{_IDS})?"
-_TERM = rf"({_OP})\s*({_CV})"
-_GROUP_RE = re.compile(rf"\s*{_TERM}\s*(?:(?:\s+|,\s*){_TERM}\s*)*")
+_S = r"[\t\n\f\r ]"  # Go's \s; Python's also takes \v, \x1c-\x1f and Unicode spaces
+_TERM = rf"({_OP}){_S}*({_CV})"
+_GROUP_RE = re.compile(rf"{_S}*{_TERM}{_S}*(?:(?:{_S}+|,{_S}*){_TERM}{_S}*)*")
 _TERM_RE = re.compile(_TERM)
-_HYPHEN_RE = re.compile(rf"({_CV})\s+-\s+({_CV})")
+_HYPHEN_RE = re.compile(rf"({_CV}){_S}+-{_S}+({_CV})")
 _CV_RE = re.compile(rf"v?({_PART})(?:\.({_PART}))?(?:\.({_PART}))?(?:-({_IDS}))?(?:\+{_IDS})?")
 _SYNONYMS = {"": "=", "=>": ">=", "=<": "<=", "~>": "~"}
 
@@ -42,6 +47,20 @@ Wild = Literal["major", "minor", "patch"] | None
 
 class SemverError(ValueError):
     """A constraint that does not parse."""
+
+
+def _uint64(digits: str) -> int | None:
+    """`digits` as Go's ParseUint(_, 10, 64) reads them (leading zeros allowed), or None when
+    the number does not fit in a uint64."""
+    significant = digits.lstrip("0")
+    if len(significant) > len(str(_UINT64_MAX)):  # and int() refuses 4,300 digits and more
+        return None
+    number = int(significant or "0")
+    return number if number <= _UINT64_MAX else None
+
+
+def _clip(text: str, size: int = 40) -> str:
+    return text if len(text) <= size else text[:size] + "…"
 
 
 def _valid_prerelease(pre: str) -> bool:
@@ -66,8 +85,8 @@ class Version:
         m = _VERSION_RE.fullmatch(text)
         if m is None or (m[4] and not _valid_prerelease(m[4])):
             return None
-        major, minor, patch = (int(g or 0) for g in (m[1], m[2], m[3]))
-        if max(major, minor, patch) > _UINT64_MAX:
+        major, minor, patch = (_uint64(g or "0") for g in (m[1], m[2], m[3]))
+        if major is None or minor is None or patch is None:
             return None
         return cls.make(major, minor, patch, m[4] or "")
 
@@ -126,8 +145,14 @@ def _parse_bound(text: str) -> _Bound:
     numbers = [0, 0, 0]
     for i, part in enumerate(parts):
         if wild is not None and i >= names.index(wild):
-            break
-        numbers[i] = int(part or 0)
+            break  # Masterminds never parses what follows a wildcard (`1.x.99999…` is `1.x`)
+        number = _uint64(part or "0")
+        if number is None:
+            raise SemverError(
+                f"improper version {_clip(text)!r}: {_clip(part)} is over {_UINT64_MAX} "
+                "(Masterminds/semver's limit, a uint64)"
+            )
+        numbers[i] = number
     return _Bound(numbers[0], numbers[1], numbers[2], m[4] or "", wild)
 
 
@@ -222,7 +247,14 @@ class _Group:
 
 def _parse_group(text: str) -> _Group:
     if _GROUP_RE.fullmatch(text) is None:
-        raise SemverError(f"improper constraint {text.strip()!r}")
+        odd = next((c for c in text if c.isspace() and c not in "\t\n\f\r "), None)
+        hint = (
+            f" (U+{ord(odd):04X} is not a space to Masterminds/semver: only tab, newline, form "
+            "feed, carriage return and space are)"
+            if odd
+            else ""
+        )
+        raise SemverError(f"improper constraint {text.strip()!r}{hint}")
     return _Group(tuple(_parse_term(m[1], m[2]) for m in _TERM_RE.finditer(text)))
 
 

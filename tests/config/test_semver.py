@@ -230,3 +230,75 @@ def test_wildcards_follow_their_definitions(
     }
     for text, expected in checks.items():
         assert Constraint.parse(text).allows(v) is expected, text
+
+
+# Masterminds' patterns are Go regexps, whose \s is [\t\n\f\r ]: other spaces are not separators.
+@pytest.mark.parametrize(
+    "constraint",
+    [
+        ">=\u00a01.2.3",  # no-break space
+        "1.2.3\u3000",  # ideographic space
+        ">=1.0,\u2003<2",  # em space
+        ">=1.0\u2028<2",  # line separator
+        ">=1\x85<2",  # next line
+        ">=1\v<2",  # vertical tab: ASCII, but not in Go's \s
+        ">=1\x1c<2",  # file separator: Python's \s takes it
+        "1.0 \u00a0-\u00a0 2.0",
+    ],
+)
+def test_only_go_whitespace_separates(constraint: str) -> None:
+    with pytest.raises(SemverError, match="is not a space to Masterminds/semver"):
+        Constraint.parse(constraint)
+
+
+def test_go_whitespace_separates() -> None:
+    assert len(Constraint.parse("\t>=1.0\f<2.0\r\n||\n3").groups) == 2
+    assert Constraint.parse("1.0 \t-\t 2.0").allows_tag("2.0.5")
+
+
+UINT64_MAX = "18446744073709551615"
+OVER = "18446744073709551616"
+
+
+@pytest.mark.parametrize(
+    "constraint",
+    [
+        OVER,
+        f"v{OVER}",
+        f"1.{OVER}",
+        f"1.2.{OVER}",
+        f"^{OVER}",
+        f"{OVER}.x",
+        f"1.{OVER}.x",
+        f">= 1.0, < {OVER}",
+        f"1.0 - {OVER}",
+        f"~1 || {OVER}",
+        "1" * 5000,  # also past int()'s 4,300 digits: a ValueError, not a SemverError
+    ],
+)
+def test_numbers_over_uint64_are_refused(constraint: str) -> None:
+    with pytest.raises(SemverError, match=f"is over {UINT64_MAX}"):
+        Constraint.parse(constraint)
+
+
+@pytest.mark.parametrize(
+    "constraint",
+    [UINT64_MAX, f"{UINT64_MAX}.{UINT64_MAX}.{UINT64_MAX}", f"1.x.{OVER}", f"*.{OVER}", "0" * 30],
+)
+def test_numbers_masterminds_reads_are_accepted(constraint: str) -> None:
+    # Nothing after a wildcard is parsed; leading zeros are dropped as ParseUint drops them.
+    Constraint.parse(constraint)
+
+
+def test_tags_over_uint64_are_not_versions() -> None:
+    assert Version.parse(f"{UINT64_MAX}.1") is not None
+    assert Version.parse(f"1.{OVER}") is None
+    assert Version.parse("9" * 5000) is None
+    assert str(Version.parse("0" * 30 + "7")) == "7.0.0"
+
+
+def test_no_limit_on_length_or_or_groups() -> None:
+    # Masterminds/semver v3 (v3.2.1, what skopeo vendors since images-by-semver came in, through
+    # v3.4.0) checks neither the length of a constraint nor its number of || groups.
+    assert len(Constraint.parse(" || ".join(f"~{i}.0" for i in range(2000))).groups) == 2000
+    assert len(Constraint.parse(", ".join(["<2.0"] * 2000) + " >=1.0").groups[0].terms) == 2001

@@ -100,3 +100,33 @@ def test_only_the_first_yaml_document_is_read(
     (selection,) = skopeo_sync_config(DEST, file=path).selections
     assert selection.tags == ("v1",)
     assert "sync.yml:4: only the first YAML document is read (as skopeo reads it)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("value", "shown", "reason"),
+    [
+        (
+            r'">=\u00a01.0"',
+            "'>=\\xa01.0'",
+            "improper constraint '>=\\xa01.0' (U+00A0 is not a space to Masterminds/semver: "
+            "only tab, newline, form feed, carriage return and space are)",
+        ),
+        (
+            "'>= 18446744073709551616'",
+            "'>= 18446744073709551616'",
+            "improper version '18446744073709551616': 18446744073709551616 is over "
+            "18446744073709551615 (Masterminds/semver's limit, a uint64)",
+        ),
+    ],
+    ids=["no-break-space", "over-uint64"],
+)
+def test_a_semver_constraint_masterminds_refuses_is_refused(
+    tmp_path: Path, value: str, shown: str, reason: str
+) -> None:
+    """Refused at load time, naming the file, the line and the key."""
+    path = write(tmp_path, f"registry.example.com:\n  images-by-semver:\n    team/app: {value}\n")
+    with pytest.raises(ConfigError) as err:
+        skopeo_sync_config(DEST, file=path)
+    (problem,) = err.value.problems
+    assert 'sync.yml:3: "registry.example.com".images-by-semver."team/app": ' in problem
+    assert problem.endswith(f"invalid semver constraint {shown}: {reason}")
