@@ -8,6 +8,7 @@ The skopeo here is Debian's 1.9.3 (yaml.v2); skopeo HEAD (yaml.v3) reads these c
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from mirrord.refs import ImageReference
+from mirrord.tagregex import TagRegex, TagRegexError
+from tests.config.test_tagregex import GO_ACCEPTS, GO_REFUSES
 from tests.harness.images import ImageBuilder
 from tests.harness.registry import RegistryServer
 from tests.harness.skopeo import run_skopeo, seed
@@ -93,3 +96,30 @@ def test_a_null_tag_regex_selects_every_tag_as_in_skopeo(
     expected = skopeo_plan(config)
     assert len(expected) == 2
     assert mirrord_plan(config) == expected
+
+
+_REGEX_REFUSED = re.compile(
+    r'msg="Error parsing regex, skipping" regex="[^"]*" registry="[^"]*" repo=(\S+)'
+)
+
+
+def test_skopeo_refuses_the_tag_regexes_mirrord_refuses(tmp_path: Path) -> None:
+    """skopeo compiles each regex before it lists tags: it says which it refuses without a
+    registry (the others fail fast against a closed loopback port)."""
+    patterns = {**GO_REFUSES, **dict.fromkeys(GO_ACCEPTS, "")}
+    repos = {f"r{i}": pattern for i, pattern in enumerate(patterns)}
+    lines = "".join(f"    {repo}: {json.dumps(pattern)}\n" for repo, pattern in repos.items())
+    config = tmp_path / "sync.yml"
+    config.write_text(f"127.0.0.1:9:\n  tls-verify: false\n  images-by-tag-regex:\n{lines}")
+    done = run_skopeo(
+        "sync", "--dry-run", "--src", "yaml", "--dest", "dir", str(config), str(tmp_path / "out")
+    )
+    refused_by_skopeo = {repos[m[1]] for m in _REGEX_REFUSED.finditer(done.stderr.decode())}
+    assert refused_by_skopeo == set(GO_REFUSES)
+    refused_by_mirrord = set()
+    for pattern in patterns:
+        try:
+            TagRegex.compile(pattern)
+        except TagRegexError:
+            refused_by_mirrord.add(pattern)
+    assert refused_by_mirrord == refused_by_skopeo
