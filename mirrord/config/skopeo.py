@@ -130,13 +130,24 @@ class _Reader:
     def _registry(self, host: str, block: RegistryBlock) -> list[RepoSelection]:
         # skopeo joins the key and each repo with "/": a key may carry a namespace
         # (`registry.example.com/team:` then `app:` is team/app); settings stay per host.
-        name, _, namespace = host.partition("/")
+        name, slash, namespace = host.partition("/")
         registry = normalize_registry(name)
         try:
             check_registry(registry)
         except InvalidReference:
             self.problem(
                 (host,), f"{host[:100]!r} is not a registry host (e.g. quay.io, localhost:5000)"
+            )
+            return []
+        if slash and "" in namespace.split("/") and (first := _first_repo(block)) is not None:
+            # skopeo joins "quay.io/" and "app" into "quay.io//app", an invalid name, and
+            # skips every repo of the key ("Error parsing repository name, skipping").
+            joined = f"{host[:100]}/{first[:60]}"
+            self.problem(
+                (host,),
+                f"{host[:100]!r} has an empty path segment: skopeo joins it and each repo with "
+                f"'/' into an invalid name ({joined!r}) and skips every repo under it; drop the "
+                "extra '/'",
             )
             return []
         self._settings(registry, (host,), block)
@@ -313,6 +324,11 @@ class _Reader:
             immutable=choices.immutable,
             source_name=self.ctx.name,
         )
+
+
+def _first_repo(block: RegistryBlock) -> str | None:
+    sections = (block.images, block.images_by_tag_regex, block.images_by_semver)
+    return next((repo for section in sections for repo in section), None)
 
 
 def repository_name(registry: str, repo: str) -> ImageReference:

@@ -293,3 +293,40 @@ async def test_the_same_tag_from_two_sections_is_copied_once(tmp_path: Path) -> 
         (f"{src}:6.2.14", "mirror.example.com/redis:6.2.14"),
         (f"{src}:6.2.14-alpine", "mirror.example.com/redis:6.2.14-alpine"),
     )
+
+
+@pytest.mark.parametrize(
+    ("key", "joined"),
+    [
+        ("quay.io/", "quay.io//coreos/etcd"),
+        ("quay.io/team/", "quay.io/team//coreos/etcd"),
+        ("quay.io//team", "quay.io//team/coreos/etcd"),
+    ],
+)
+def test_a_registry_key_with_an_empty_path_segment_is_refused(
+    tmp_path: Path, key: str, joined: str
+) -> None:
+    """skopeo 1.9.3 joins the key and each repo with "/": `quay.io//coreos/etcd` is an invalid
+    reference, and skopeo logs "Error parsing repository name, skipping" for every repo (its
+    sync then does nothing); mirrord read `quay.io/:` as `quay.io:`."""
+    path = tmp_path / "sync.yml"
+    path.write_text(
+        f"{key}:\n  images: {{coreos/etcd: [v1]}}\n  images-by-tag-regex: {{coreos/dns: '^v'}}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        skopeo_sync_config("mirror.example.com", file=path)
+    (problem,) = err.value.problems
+    assert problem == (
+        f'{path}:1: "{key}": {key!r} has an empty path segment: skopeo joins it and each repo '
+        f"with '/' into an invalid name ({joined!r}) and skips every repo under it; drop the "
+        "extra '/'"
+    )
+
+
+async def test_a_registry_key_with_a_namespace_is_joined_to_each_repo(tmp_path: Path) -> None:
+    path = tmp_path / "sync.yml"
+    path.write_text("quay.io/coreos:\n  images: {etcd: [v1]}\n")
+    config = skopeo_sync_config("mirror.example.com", file=path)
+    assert await copies(config, FakeRegistries({})) == [
+        ("quay.io/coreos/etcd:v1", "mirror.example.com/etcd:v1")
+    ]

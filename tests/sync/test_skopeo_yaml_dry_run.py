@@ -123,3 +123,19 @@ def test_skopeo_refuses_the_tag_regexes_mirrord_refuses(tmp_path: Path) -> None:
         except TagRegexError:
             refused_by_mirrord.add(pattern)
     assert refused_by_mirrord == refused_by_skopeo
+
+
+@pytest.mark.parametrize("key", ["quay.io/", "quay.io/team/", "quay.io//team"])
+def test_skopeo_skips_every_repo_of_a_key_with_an_empty_path_segment(
+    tmp_path: Path, key: str
+) -> None:
+    """What mirrord refuses (tests/config/test_skopeo_sync.py), skopeo reads without contacting
+    the registry: each repo's name is invalid, and nothing is synced."""
+    config = tmp_path / "sync.yml"
+    config.write_text(f"{key}:\n  images: {{coreos/etcd: [v1]}}\n")
+    done = run_skopeo(
+        "sync", "--dry-run", "--src", "yaml", "--dest", "dir", str(config), str(tmp_path / "out")
+    )
+    stderr = done.stderr.decode()
+    assert 'msg="Error parsing repository name, skipping"' in stderr
+    assert "Would have synced 0 images from 0 sources" in stderr
