@@ -97,6 +97,14 @@ def basic_header(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
+def token_request_header(creds: Credentials | None) -> str | None:
+    """The Authorization of a token request (not an OAuth2 one): Basic only with both a
+    username and a password, as containers/image asks for a token; otherwise anonymous."""
+    if creds is None or not creds.username or not creds.password:
+        return None
+    return basic_header(creds.username, creds.password.reveal())
+
+
 def scope_for(repository: str, actions: str) -> str:
     return f"repository:{repository}:{actions}"
 
@@ -195,14 +203,16 @@ class Authenticator:
         return f"Bearer {(await self._token(scopes, registry_url)).reveal()}"
 
     def _basic(self) -> str:
+        # containers/image sends its DockerAuthConfig as it is: a username without a password
+        # (skopeo sync's `credentials: {username: robot}`, `--creds robot`) is `robot:`.
         creds = self.credentials
-        if creds is None or creds.password is None:
+        if creds is None:
             raise Unauthorized(
                 f"{self.registry} requires credentials (Basic auth) and none were found",
                 registry=self.registry,
                 status=401,
             )
-        return basic_header(creds.username, creds.password.reveal())
+        return basic_header(creds.username, creds.password.reveal() if creds.password else "")
 
     async def _token(self, scopes: Scopes, registry_url: URL) -> Secret:
         cached = self._tokens.get(scopes)

@@ -47,10 +47,10 @@ from mirrord.registry import tls
 from mirrord.registry.auth import (
     Authenticator,
     Scopes,
-    basic_header,
     forbidden_redirect,
     parse_challenges,
     pick_challenge,
+    token_request_header,
 )
 from mirrord.registry.credentials import lookup
 from mirrord.registry.events import NULL_OBSERVER, Observer
@@ -603,8 +603,8 @@ class RegistryHttp:
         query = [("service", service)] if service else []
         query += [("scope", s) for s in scopes]
         headers = {}
-        if creds is not None and creds.password is not None:
-            headers["Authorization"] = basic_header(creds.username, creds.password.reveal())
+        if authorization := token_request_header(creds):
+            headers["Authorization"] = authorization
         with mapped_errors(realm.host or self.host, "token request"):
             async with self.session.get(
                 realm.extend_query(query),  # a realm may carry a query of its own

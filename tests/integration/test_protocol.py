@@ -5,8 +5,9 @@ Real registry + fault proxy: a 429 with Retry-After on a manifest PUT is retried
 and nothing is sent meanwhile; 503s and a connection reset mid-blob are retried; a refused mount
 turns into an upload through the session the refusal opened (one POST, one PUT).
 Fake registry: a `Link` to another host ends tag paging, a `Link` cycle ends it without repeats,
-a redirect to another origin loses `Authorization`, an https->http redirect is refused, and an
-endless or oversized manifest is cut off at 4 MiB.
+a redirect to another origin loses `Authorization`, an https->http redirect is refused, an
+endless or oversized manifest is cut off at 4 MiB, and a username without a password is sent as
+containers/image sends it (Basic `user:`; a token asked for anonymously).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import pytest
 from aiohttp import web
 
 from mirrord.blobs import BlobService, MemoryBlobIndex
+from mirrord.cli.common import parse_creds
+from mirrord.config import skopeo_sync_config
 from mirrord.errors import RedirectRefused
 from mirrord.manifests import Descriptor
 from mirrord.registry.client import RegistryClient
@@ -564,3 +567,67 @@ def test_a_token_realm_keeps_its_own_query(cli: Mirrord) -> None:
         assert asked
         assert all("tenant=7" in query for query in asked)
         assert all("service=fake" in query for query in asked)
+
+
+# ------------------------------------------------------------------------------------------
+# A username without a password, as containers/image (skopeo 1.9.3's v5.22.1) sends it
+# ------------------------------------------------------------------------------------------
+
+
+def _skopeo_file_options(tmp_path: Path, host: str, credentials: str) -> RegistryOptions:
+    path = tmp_path / "sync.yml"
+    path.write_text(
+        f"{host}:\n  tls-verify: false\n  images: {{r: []}}\n  credentials: {credentials}\n"
+    )
+    path.chmod(0o600)
+    return skopeo_sync_config("mirror.example.com/m", file=path).registry_options(host)
+
+
+async def _list_tags(host: str, options: RegistryOptions) -> list[str]:
+    client = RegistryClient(RegistryHttp(host, options))
+    try:
+        return await client.list_tags("r")
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("credentials", ["{username: robot}", "{username: robot, password: }"])
+async def test_a_username_without_a_password_is_sent_as_basic_user_colon(
+    tmp_path: Path, credentials: str
+) -> None:
+    """setupRequestAuth sends SetBasicAuth(Username, Password) whatever they hold: `robot:`.
+    mirrord sent nothing and failed with "requires credentials (Basic auth) and none were
+    found"."""
+    robot = Credentials("robot", "")
+    with FakeServer() as fake:
+        fake.route("GET", "/v2/", _basic_only(robot, _ok))
+        fake.route("GET", "/v2/r/tags/list", _basic_only(robot, _tags(["v1"])))
+        options = _skopeo_file_options(tmp_path, fake.host, credentials)
+        assert await _list_tags(fake.host, options) == ["v1"]
+        assert fake.requests(r"/tags/list")[-1].headers["Authorization"] == "Basic cm9ib3Q6"
+
+
+@pytest.mark.parametrize("where", ["sync-file", "--creds"])
+async def test_a_token_is_asked_for_anonymously_for_a_username_without_a_password(
+    tmp_path: Path, where: str
+) -> None:
+    """getBearerToken adds Basic auth only when both the username and the password are set;
+    mirrord sent `robot:` for `--creds robot` (a token server refuses that with a 401 where an
+    anonymous request gets a pull token)."""
+    with FakeServer() as fake:
+        challenge = f'Bearer realm="{fake.url}/token",service="fake"'
+        fake.route(
+            "GET", "/v2/", json_handler(b"{}", status=401, headers={"WWW-Authenticate": challenge})
+        )
+        fake.route("GET", "/token", json_handler(b'{"token": "anonymous-pull"}'))
+        fake.route("GET", "/v2/r/tags/list", _tags(["v1"]))
+        if where == "sync-file":
+            options = _skopeo_file_options(tmp_path, fake.host, "{username: robot}")
+        else:
+            options = RegistryOptions(
+                tls=TLSMode.SKOPEO_NO_VERIFY, credentials=parse_creds("robot", "--creds")
+            )
+        assert await _list_tags(fake.host, options) == ["v1"]
+        (token_request,) = fake.requests(r"^/token")
+        assert "Authorization" not in token_request.headers
+        assert fake.requests(r"/tags/list")[-1].headers["Authorization"] == "Bearer anonymous-pull"
