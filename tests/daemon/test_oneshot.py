@@ -121,6 +121,8 @@ def test_status_and_cancel_work_against_the_database_of_a_running_daemon(
     assert env.mirrord("cancel", str(running.id)).returncode == 0
     wait_until(lambda: "cancelled while running" in env.log.read_text())
     assert env.api("/api/status")["queue"]["cancelled"] == 1
+    # its open upload sessions were cancelled, not left for the registry's purge
+    wait_until(lambda: dst_proxy.count(method="DELETE", path=r"/blobs/uploads/") >= 1)
     time.sleep(stall + 1)  # the stalled uploads have returned: a copy still running goes on
     assert dst_proxy.count(method="PUT", path=r"/manifests/") == 0  # the tag was not pushed
     env.signal(signal.SIGTERM)
