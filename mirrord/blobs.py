@@ -28,12 +28,10 @@ from mirrord.manifests import Descriptor, Manifest
 from mirrord.registry.client import RegistryClient, UploadSession
 from mirrord.registry.events import NULL_OBSERVER, Observer
 from mirrord.retry import BackoffPolicy, retry_delay
-from mirrord.tasks import to_completion
 from mirrord.transports.base import BlobOutcome, ByteCounter, ImageSource
 
 INDEX_TTL = 24 * 3600.0
 BLOB_RETRY = BackoffPolicy(base=1.0, cap=30.0, attempts=3)
-ABANDON_TIMEOUT = 2.0  # seconds a cancelled copy waits for the DELETE of its upload session
 
 
 class BlobIndex(Protocol):
@@ -232,9 +230,6 @@ class BlobService:
         assert session is not None
         try:
             await self._upload(client, session, desc, source, counter)
-        except asyncio.CancelledError:  # the job was cancelled, timed out or is shutting down
-            await to_completion(_abandon(client, session))
-            raise
         except Exception:
             await client.cancel_upload(session)  # its partial data; a retry opens a new session
             raise
@@ -286,13 +281,3 @@ class BlobService:
                 raise
             finally:
                 self.observer.transfers_changed(-1)
-
-
-async def _abandon(client: RegistryClient, session: UploadSession) -> None:
-    """Cancel the upload session of a cancelled copy, waiting no longer than a moment for it:
-    the cancellation goes on either way (Distribution purges what is left, days later)."""
-    try:
-        async with asyncio.timeout(ABANDON_TIMEOUT):
-            await client.cancel_upload(session)
-    except TimeoutError:
-        pass
