@@ -9,6 +9,10 @@ For each blob a destination repository needs, in order of cost:
 3. HEAD the destination: present -> done;
 4. stream GET -> PUT, verified while streaming.
 
+A 401 on the streamed PUT (the token expired during a long upload) cannot be answered by sending
+the body again: the upload starts over, with a new token, a new session and the source read
+again, at most UPLOAD_TOKEN_RENEWALS times per blob.
+
 Single flight per (destination registry, digest): while one job uploads a blob, every other job
 that needs it waits, then mounts it from the uploader's repository. Shared layers are therefore
 uploaded once per registry, however many jobs run at once.
@@ -18,20 +22,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from mirrord.errors import IntegrityError, MirrordError
+from mirrord.errors import IntegrityError, MirrordError, UploadUnauthorized
 from mirrord.manifests import Descriptor, Manifest
 from mirrord.registry.client import RegistryClient, UploadSession
 from mirrord.registry.events import NULL_OBSERVER, Observer
 from mirrord.retry import BackoffPolicy, retry_delay
 from mirrord.transports.base import BlobOutcome, ByteCounter, ImageSource
 
+log = logging.getLogger(__name__)
+
 INDEX_TTL = 24 * 3600.0
 BLOB_RETRY = BackoffPolicy(base=1.0, cap=30.0, attempts=3)
+UPLOAD_TOKEN_RENEWALS = 2  # uploads started over after a token refused mid-stream, per blob
 
 
 class BlobIndex(Protocol):
@@ -191,11 +199,18 @@ class BlobService:
         source: ImageSource,
         counter: ByteCounter,
     ) -> BlobOutcome:
-        """A failed upload starts over with a fresh session; a corrupt read is re-fetched once."""
-        integrity_failures = 0
-        for attempt in range(1, BLOB_RETRY.attempts + 1):
+        """A failed upload starts over with a fresh session; a corrupt read is re-fetched once;
+        a token refused mid-upload is renewed and the upload started over (not an attempt)."""
+        attempt, integrity_failures, renewals = 1, 0, 0
+        while True:
             try:
                 return await self._place(client, repo, desc, source, counter)
+            except UploadUnauthorized as exc:
+                renewals += 1
+                if renewals > UPLOAD_TOKEN_RENEWALS:
+                    raise
+                log.info("%s; uploading blob %s again with a new token", exc, desc.digest)
+                continue
             except IntegrityError:
                 origin = source.origin
                 self.observer.digest_mismatch(origin.registry if origin else "local")
@@ -206,7 +221,7 @@ class BlobService:
                 if not exc.transient or attempt == BLOB_RETRY.attempts:
                     raise
                 await asyncio.sleep(retry_delay(exc, attempt, BLOB_RETRY))
-        raise AssertionError("unreachable")
+            attempt += 1
 
     async def _place(
         self,

@@ -15,6 +15,7 @@
     │   └── RedirectRefused           redirect_refused  no   (downgrade, loop, private target)
     └── RegistryError                 registry_error    no   (an error status from a registry)
         ├── Unauthorized              auth_failed       no   401 / UNAUTHORIZED
+        │   └── UploadUnauthorized    auth_failed       no   401 on a streamed upload body
         ├── Denied                    denied            no   403 / DENIED
         ├── NotFound                  not_found         no   404
         │   ├── ManifestUnknown       manifest_unknown  no
@@ -128,6 +129,13 @@ class RegistryError(MirrordError):
 
 class Unauthorized(RegistryError):
     reason = "auth_failed"
+
+
+class UploadUnauthorized(Unauthorized):
+    """A 401 from the registry on a streamed blob upload (its bearer token most likely expired
+    while a long body streamed). The refused token is forgotten, but the stream cannot be sent
+    again: the blob's upload starts over (a new session, the source read again), a bounded
+    number of times, and without counting as an attempt."""
 
 
 class Denied(RegistryError):

@@ -235,3 +235,10 @@ class Authenticator:
 
     def forget(self, scopes: Scopes) -> None:
         self._tokens.pop(scopes, None)
+
+    @property
+    def renewable(self) -> bool:
+        """Whether a refused token can be replaced by another (Bearer from the token server;
+        not Basic, not a fixed `--registry-token`)."""
+        challenge = self.challenge
+        return not self.registry_token and challenge is not None and challenge.scheme == "bearer"

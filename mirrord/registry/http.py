@@ -40,6 +40,7 @@ from mirrord.errors import (
     RequestTimeout,
     TLSFailure,
     Unauthorized,
+    UploadUnauthorized,
     registry_error_class,
 )
 from mirrord.redact import redact_url
@@ -398,13 +399,14 @@ class RegistryHttp:
         matching RegistryError. The caller reads the body inside the `async with`. With
         `retry=False` one attempt is made (a best-effort request must not wait out backoffs).
         """
-        replayable = retry and (body is None or isinstance(body, bytes))
+        streamed = not (body is None or isinstance(body, bytes))
+        replayable = retry and not streamed
         attempt = 0
         while True:
             try:
                 resp = await self._send(method, path, scopes, method_class, what, headers, body)
                 if resp.status not in expect:
-                    await self._raise_for_status(resp, method, what)
+                    await self._raise_for_status(resp, method, what, streamed)
                 break
             except MirrordError as exc:
                 attempt += 1
@@ -443,15 +445,17 @@ class RegistryHttp:
             resp = await self._follow(
                 method, url, scopes, method_class, what, dict(headers or {}), body
             )
-            if (
-                resp.status != 401
-                or not retry_auth
-                or not (body is None or isinstance(body, bytes))
-            ):
-                return resp
-            if resp.url.origin() != base.origin():
+            if resp.status != 401 or resp.url.origin() != base.origin():
                 # A 401 from where a redirect led (a CDN, storage): its challenge is not the
                 # registry's, and answering it would hand the registry's credentials to that host.
+                return resp
+            if not (body is None or isinstance(body, bytes)):
+                # A stream cannot be sent again: forget the refused token (it expired while the
+                # body streamed, most likely), so the caller's restart of the upload gets a new one.
+                self._learn_challenge(resp, scopes)
+                self.auth.forget(scopes)
+                return resp
+            if not retry_auth:
                 return resp
             scopes = self._learn_challenge(resp, scopes)
             resp.release()
@@ -551,7 +555,7 @@ class RegistryHttp:
             )
 
     async def _raise_for_status(
-        self, resp: aiohttp.ClientResponse, method: str, what: str
+        self, resp: aiohttp.ClientResponse, method: str, what: str, streamed: bool = False
     ) -> NoReturn:
         try:
             body = await read_capped(resp, ERROR_BODY_CAP, what, self.host)
@@ -573,7 +577,14 @@ class RegistryHttp:
             )
         if cls is Unauthorized:
             text += self._auth_hint(resp.headers.get("WWW-Authenticate", ""))
+            if streamed and self.auth.renewable and self._from_registry(resp):
+                # The registry refused the token of a streamed upload (_send forgot it): the
+                # upload can start over, with a new token.
+                cls = UploadUnauthorized
         raise cls(text, registry=self.host, status=resp.status, codes=codes)
+
+    def _from_registry(self, resp: aiohttp.ClientResponse) -> bool:
+        return self._base is not None and resp.url.origin() == self._base.origin()
 
     def _pause_for(self, retry_after: float | None) -> None:
         pause = None if retry_after is None else min(retry_after, MAX_PAUSE)

@@ -36,6 +36,7 @@ from mirrord.transports.docker import RegistrySource
 from tests.harness.faultproxy import FaultProxy, MakeFaultProxy
 from tests.harness.pki import Pki
 from tests.harness.registry import Credentials, MakeRegistry, RegistryServer
+from tests.harness.tokenserver import TokenServer
 from tests.integration.conftest import CORPUS_REPO, SeedCorpus
 from tests.integration.support import (
     CliResult,
@@ -177,18 +178,25 @@ def test_connection_reset_mid_blob_is_retried_from_a_fresh_get(
 
 
 async def _ensure_blob(
-    source: RegistryServer,
+    source: RegistryServer | FaultProxy,
     dest: FaultProxy,
     digest: str,
     size: int,
     index: MemoryBlobIndex,
     backoff: BackoffPolicy = REQUEST_BACKOFF,
+    dest_creds: Credentials | None = None,
 ) -> BlobOutcome:
     """Place one blob of `source`'s corpus image into `mirror/app` at `dest`, as a job would."""
     desc = Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", digest, size)
-    plain = RegistryOptions(tls=TLSMode.PLAIN_HTTP)
+    plain = RegistryOptions(tls=TLSMode.PLAIN_HTTP, no_creds=True)
+    dst_options = plain
+    if dest_creds is not None:
+        creds = parse_creds(dest_creds.joined(), "--dest-creds")
+        dst_options = RegistryOptions(tls=TLSMode.PLAIN_HTTP, credentials=creds)
     src_client = RegistryClient(RegistryHttp(source.host, plain))
-    dst_client = RegistryClient(RegistryHttp(dest.host, plain, role="destination", backoff=backoff))
+    dst_client = RegistryClient(
+        RegistryHttp(dest.host, dst_options, role="destination", backoff=backoff)
+    )
     service = BlobService(index, asyncio.Semaphore(1))
     try:
         return await service.ensure(
@@ -305,6 +313,63 @@ async def test_a_mount_that_keeps_failing_becomes_a_plain_upload(
         (False, 202),
     ]
     assert dest.blob_path(digest).exists()
+
+
+async def test_a_401_on_a_streamed_blob_put_renews_the_token_and_uploads_again(
+    seed_corpus: SeedCorpus,
+    make_registry: MakeRegistry,
+    fault_proxy: MakeFaultProxy,
+    token_server: TokenServer,
+) -> None:
+    """The bearer token expired while the blob streamed: the registry answers the PUT with 401
+    and a challenge. The body cannot be sent again, so the blob's upload starts over (a new
+    token, a new session, the source read again); it used to fail the job with that 401."""
+    source = seed_corpus("anonymous", "oci")
+    src_proxy = fault_proxy(source.registry)
+    dest = make_registry("token")
+    assert dest.creds is not None
+    proxy = fault_proxy(dest)
+    digest = max(source.image.blobs, key=lambda d: source.image.blobs[d])
+    challenge = (
+        f'Bearer realm="{token_server.realm}",service="{dest.service}",'
+        'scope="repository:mirror/app:pull,push",error="invalid_token"'
+    )
+    expired = {"errors": [{"code": "UNAUTHORIZED", "message": "token expired"}]}
+    proxy.respond(
+        401,
+        method="PUT",
+        path=r"/blobs/uploads/",
+        times=1,
+        headers={"WWW-Authenticate": challenge},
+        body=json.dumps(expired).encode(),
+    )
+
+    outcome = await _ensure_blob(
+        src_proxy,
+        proxy,
+        digest,
+        source.image.blobs[digest],
+        MemoryBlobIndex(),
+        dest_creds=dest.creds,
+    )
+
+    assert outcome is BlobOutcome.UPLOADED
+    puts = proxy.records(method="PUT", path=r"/blobs/uploads/")
+    assert [p.status for p in puts] == [401, 201]
+    posts = proxy.records(method="POST", path=r"/blobs/uploads/")
+    assert [p.status for p in posts] == [202, 202]  # a new session for the second PUT
+    assert puts[1].path != puts[0].path
+    assert src_proxy.count(method="GET", path=rf"/blobs/{digest}$") == 2  # read again
+    # The refused token was forgotten: the push token was fetched again after the 401.
+    refused_at = puts[0].started + (time.time() - time.monotonic())
+    push = ["repository:mirror/app:pull,push"]
+    fetched = [
+        r.at for r in token_server.requests(dest.service) if list(map(str, r.requested)) == push
+    ]
+    assert len([at for at in fetched if at < refused_at]) == 1
+    assert [at for at in fetched if at > refused_at]
+    assert dest.blob_path(digest).exists()
+    assert _open_uploads(dest, "mirror/app") == []
 
 
 # ------------------------------------------------------------------------------------------

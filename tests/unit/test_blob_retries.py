@@ -1,5 +1,6 @@
 """How one blob's placement is retried: transient errors back off, a corrupt read is re-fetched
-once, and whatever ends the last attempt is the error the job fails with."""
+once, a token refused mid-upload starts the upload over (a bounded number of times, no attempt
+spent), and whatever ends the last attempt is the error the job fails with."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, cast
 import pytest
 
 import mirrord.blobs as blobs
-from mirrord.errors import ConnectionFailed, IntegrityError, MirrordError
+from mirrord.errors import ConnectionFailed, IntegrityError, MirrordError, UploadUnauthorized
 from mirrord.manifests import Descriptor
 from mirrord.registry.client import RegistryClient
 from mirrord.retry import BackoffPolicy
@@ -48,3 +49,24 @@ async def test_transient_errors_then_success_place_the_blob(
 ) -> None:
     errors: list[MirrordError] = [ConnectionFailed("reset"), IntegrityError("short read")]
     assert await place(errors, monkeypatch) is BlobOutcome.UPLOADED
+
+
+def _expired() -> UploadUnauthorized:
+    return UploadUnauthorized("dst.example: blob r@sha256:...: 401 UNAUTHORIZED", status=401)
+
+
+async def test_a_token_refused_mid_upload_starts_the_upload_over_without_spending_an_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    errors: list[MirrordError] = [ConnectionFailed("reset"), _expired(), ConnectionFailed("reset")]
+    errors.append(_expired())  # two renewals and two failed attempts: the third attempt is made
+    assert await place(errors, monkeypatch) is BlobOutcome.UPLOADED
+
+
+async def test_a_token_refused_mid_upload_again_and_again_fails_the_blob(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    errors: list[MirrordError] = [_expired() for _ in range(blobs.UPLOAD_TOKEN_RENEWALS + 1)]
+    with pytest.raises(UploadUnauthorized):
+        await place(errors, monkeypatch)
+    assert errors == []  # no attempt beyond the renewals
