@@ -234,20 +234,25 @@ class BlobService:
         session = await self._try_mounts(client, repo, desc, source)
         if isinstance(session, BlobOutcome):
             return session
-        size = await client.head_blob(repo, desc.digest)
+        try:
+            size = await client.head_blob(repo, desc.digest)
+            if size != desc.size:
+                if session is None:
+                    session = await client.start_upload(repo, desc.digest)
+                assert session is not None
+                await self._upload(client, session, desc, source, counter)
+                session = None  # its PUT closed it
+        except Exception:
+            # Failed with a session open (the HEAD, the POST, the upload): DELETE it, its partial
+            # data with it; a retry opens a new one.
+            if session is not None:
+                await client.cancel_upload(session)
+            raise
         if size == desc.size:
             if session is not None:
                 await client.cancel_upload(session)
             await self.index.record(client.host, repo, desc.digest, desc.size, "head")
             return BlobOutcome.SKIPPED_HEAD
-        if session is None:
-            session = await client.start_upload(repo, desc.digest)
-        assert session is not None
-        try:
-            await self._upload(client, session, desc, source, counter)
-        except Exception:
-            await client.cancel_upload(session)  # its partial data; a retry opens a new session
-            raise
         await self.index.record(client.host, repo, desc.digest, desc.size, "upload")
         return BlobOutcome.UPLOADED
 

@@ -372,6 +372,35 @@ async def test_a_401_on_a_streamed_blob_put_renews_the_token_and_uploads_again(
     assert _open_uploads(dest, "mirror/app") == []
 
 
+async def test_a_refused_mount_s_session_is_cancelled_when_the_head_after_it_fails(
+    seed_corpus: SeedCorpus,
+    make_registry: MakeRegistry,
+    fault_proxy: MakeFaultProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The HEAD between a refused mount and the upload fails (a 503): the mount's session is
+    cancelled before the blob's next attempt opens another, not left in the registry."""
+    monkeypatch.setattr("mirrord.blobs.BLOB_RETRY", BackoffPolicy(base=0.01, cap=0.01, attempts=3))
+    source = seed_corpus("anonymous", "oci")
+    dest = make_registry("anonymous")
+    proxy = fault_proxy(dest)
+    digest = max(source.image.blobs, key=lambda d: source.image.blobs[d])
+    index = MemoryBlobIndex()
+    await index.record(proxy.host, "elsewhere/stale", digest, source.image.blobs[digest], "upload")
+    proxy.respond(503, method="HEAD", path=rf"/blobs/{digest}$", times=1)
+    once = BackoffPolicy(base=0.01, cap=0.01, attempts=1)
+
+    outcome = await _ensure_blob(
+        source.registry, proxy, digest, source.image.blobs[digest], index, once
+    )
+
+    assert outcome is BlobOutcome.UPLOADED
+    assert [h.status for h in proxy.records(method="HEAD")] == [503, 404]
+    assert [d.status for d in proxy.records(method="DELETE")] == [204]
+    assert dest.blob_path(digest).exists()
+    assert _open_uploads(dest, "mirror/app") == []
+
+
 # ------------------------------------------------------------------------------------------
 # A fake registry for hostile answers
 # ------------------------------------------------------------------------------------------
