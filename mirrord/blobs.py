@@ -9,9 +9,10 @@ For each blob a destination repository needs, in order of cost:
 3. HEAD the destination: present -> done;
 4. stream GET -> PUT, verified while streaming.
 
-A 401 on the streamed PUT (the token expired during a long upload) cannot be answered by sending
-the body again: the upload starts over, with a new token, a new session and the source read
-again, at most UPLOAD_TOKEN_RENEWALS times per blob.
+A session still open when the job is cancelled (operator, timeout, shutdown) is cancelled too,
+best effort and within seconds. A 401 on the streamed PUT (the token expired during a long
+upload) cannot be answered by sending the body again: the upload starts over, with a new token,
+a new session and the source read again, at most UPLOAD_TOKEN_RENEWALS times per blob.
 
 Single flight per (destination registry, digest): while one job uploads a blob, every other job
 that needs it waits, then mounts it from the uploader's repository. Shared layers are therefore
@@ -242,9 +243,9 @@ class BlobService:
                 assert session is not None
                 await self._upload(client, session, desc, source, counter)
                 session = None  # its PUT closed it
-        except Exception:
-            # Failed with a session open (the HEAD, the POST, the upload): DELETE it, its partial
-            # data with it; a retry opens a new one.
+        except (Exception, asyncio.CancelledError):
+            # Failed or cancelled (the job was, or timed out, or mirrord is stopping) with a
+            # session open: DELETE it, its partial data with it (bounded; a retry opens anew).
             if session is not None:
                 await client.cancel_upload(session)
             raise
@@ -272,14 +273,20 @@ class BlobService:
         """Mount from the best known repositories; a refused mount's session is kept for the
         upload, and one superseded by the next candidate's is cancelled."""
         session: UploadSession | None = None
-        for candidate in await self._candidates(client, repo, desc, source):
+        try:
+            for candidate in await self._candidates(client, repo, desc, source):
+                if session is not None:
+                    stale, session = session, None
+                    await client.cancel_upload(stale)
+                session = await client.start_upload(repo, desc.digest, mount_from=candidate)
+                if session is None:
+                    await self.index.record(client.host, repo, desc.digest, desc.size, "mount")
+                    return BlobOutcome.MOUNTED
+                await self.index.invalidate(client.host, candidate, desc.digest)
+        except (Exception, asyncio.CancelledError):
             if session is not None:
                 await client.cancel_upload(session)
-            session = await client.start_upload(repo, desc.digest, mount_from=candidate)
-            if session is None:
-                await self.index.record(client.host, repo, desc.digest, desc.size, "mount")
-                return BlobOutcome.MOUNTED
-            await self.index.invalidate(client.host, candidate, desc.digest)
+            raise
         return session
 
     async def _upload(

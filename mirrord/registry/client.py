@@ -6,6 +6,7 @@ bytes; manifests are read whole but never more than 4 MiB.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -38,6 +39,7 @@ TAG_PAGE_SIZE = 1000
 MAX_TAG_PAGES = 10_000
 MAX_TAGS = 1_000_000
 CATALOG_PAGE_SIZE = 100
+CANCEL_UPLOAD_TIMEOUT = 5.0  # seconds a best-effort DELETE of an upload session may take
 _LINK_NEXT = re.compile(r'<([^>]*)>\s*;\s*rel="?next"?')
 
 
@@ -294,20 +296,30 @@ class RegistryClient:
 
     async def cancel_upload(self, session: UploadSession) -> None:
         """Best effort: DELETE an upload session that will not be finished, so its partial data
-        does not sit in the registry's storage until a purge (one attempt; failures logged)."""
+        does not sit in the registry's storage until a purge (one attempt; failures logged).
+
+        Gives up after CANCEL_UPLOAD_TIMEOUT seconds and raises nothing but a cancellation: it
+        also runs while a job is being cancelled (operator cancel, timeout, shutdown), which must
+        not wait on a slow registry, nor end with any other error.
+        """
+        timeout = CANCEL_UPLOAD_TIMEOUT
         try:
-            async with self.http.open(
-                "DELETE",
-                session.location,
-                scopes=_push(session.repository),
-                method_class="upload",
-                what=f"cancel upload to {session.repository}",
-                expect=(200, 202, 204, 404),
-                retry=False,
-            ):
-                pass
-        except MirrordError as exc:
-            log.debug("%s: cancelling an upload to %s: %s", self.host, session.repository, exc)
+            async with asyncio.timeout(timeout):
+                async with self.http.open(
+                    "DELETE",
+                    session.location,
+                    scopes=_push(session.repository),
+                    method_class="upload",
+                    what=f"cancel upload to {session.repository}",
+                    expect=(200, 202, 204, 404),
+                    retry=False,
+                ):
+                    pass
+        except (MirrordError, TimeoutError) as exc:
+            reason = exc if isinstance(exc, MirrordError) else f"no answer in {timeout:g} s"
+            log.debug("%s: cancelling an upload to %s: %s", self.host, session.repository, reason)
+        except Exception:  # a bug here must not replace the error (or cancellation) in flight
+            log.warning("%s: cancelling an upload failed", self.host, exc_info=True)
 
     async def finish_upload(
         self, session: UploadSession, digest: str, size: int, body: bytes | AsyncIterable[bytes]

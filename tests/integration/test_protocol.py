@@ -401,6 +401,94 @@ async def test_a_refused_mount_s_session_is_cancelled_when_the_head_after_it_fai
     assert _open_uploads(dest, "mirror/app") == []
 
 
+async def test_cancelling_a_job_mid_upload_cancels_the_upload_session_at_once(
+    seed_corpus: SeedCorpus, make_registry: MakeRegistry, fault_proxy: MakeFaultProxy
+) -> None:
+    """An operator's cancel (or a shutdown) stops the job while its blob streams: the open
+    session is DELETEd on the way out, and the cancellation is not held up by it."""
+    source = seed_corpus("anonymous", "oci")
+    dest = make_registry("anonymous")
+    proxy = fault_proxy(dest)
+    digest = max(source.image.blobs, key=lambda d: source.image.blobs[d])
+    proxy.stall(method="PUT", path=r"/blobs/uploads/", times=1)  # never answered
+    job = asyncio.create_task(
+        _ensure_blob(source.registry, proxy, digest, source.image.blobs[digest], MemoryBlobIndex())
+    )
+    async with asyncio.timeout(10):
+        (put,) = await proxy.wait_for(method="PUT", path=r"/blobs/uploads/")
+
+    cancelled_at = time.monotonic()
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    took = time.monotonic() - cancelled_at
+
+    assert took < 2.0
+    deletes = proxy.records(method="DELETE")
+    assert [(d.path, d.status) for d in deletes] == [(put.path, 204)]
+    assert _open_uploads(dest, "mirror/app") == []
+
+
+async def test_a_job_timeout_mid_upload_cancels_the_session_without_waiting_on_a_stalled_delete(
+    seed_corpus: SeedCorpus,
+    make_registry: MakeRegistry,
+    fault_proxy: MakeFaultProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The job's timeout ends it mid-upload and the registry does not answer the DELETE either:
+    the DELETE is sent, given up on after CANCEL_UPLOAD_TIMEOUT, and the job ends with its
+    timeout, not with an error of the cleanup (nor a swallowed cancellation)."""
+    monkeypatch.setattr("mirrord.registry.client.CANCEL_UPLOAD_TIMEOUT", 0.5)
+    source = seed_corpus("anonymous", "oci")
+    dest = make_registry("anonymous")
+    proxy = fault_proxy(dest)
+    digest = max(source.image.blobs, key=lambda d: source.image.blobs[d])
+    proxy.stall(method="PUT", path=r"/blobs/uploads/", times=1)
+    proxy.stall(method="DELETE", path=r"/blobs/uploads/")
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1.0):  # as the worker bounds a job
+            await _ensure_blob(
+                source.registry, proxy, digest, source.image.blobs[digest], MemoryBlobIndex()
+            )
+    took = time.monotonic() - started
+
+    assert 1.0 <= took < 1.0 + 0.5 + 1.0
+    (put,) = proxy.records(method="PUT", path=r"/blobs/uploads/")
+    assert [d.path for d in proxy.records(method="DELETE")] == [put.path]
+
+
+def test_a_copy_that_times_out_mid_upload_cancels_its_upload_session(
+    seed_corpus: SeedCorpus, make_registry: MakeRegistry, fault_proxy: MakeFaultProxy, cli: Mirrord
+) -> None:
+    """`--command-timeout` ends `mirrord copy` while a blob's PUT hangs: the session is DELETEd
+    before the process exits, and the exit is not held up."""
+    source = seed_corpus("anonymous", "oci")
+    dest = make_registry("anonymous")
+    proxy = fault_proxy(dest)
+    proxy.stall(method="PUT", path=r"/blobs/uploads/", times=1)
+
+    started = time.monotonic()
+    result = cli(
+        "--command-timeout",
+        "3",
+        "copy",
+        *src_flags(source.registry),
+        *dest_flags(proxy),
+        source.ref,
+        docker_ref(proxy, "mirror/app:v1"),
+    )
+    took = time.monotonic() - started
+
+    assert result.returncode != 0
+    assert "timed out" in result.error_line(), result.describe()
+    assert took < 3 + 4.0, result.describe()
+    stalled = next(p for p in proxy.records(method="PUT") if p.fault == "stall")
+    assert [(d.path, d.status) for d in proxy.records(method="DELETE")] == [(stalled.path, 204)]
+    assert _open_uploads(dest, "mirror/app") == []
+
+
 # ------------------------------------------------------------------------------------------
 # A fake registry for hostile answers
 # ------------------------------------------------------------------------------------------
