@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,11 +44,18 @@ if TYPE_CHECKING:
     from mirrord.metrics import Metrics
 
 
-def state_database(value: str | None) -> str:
+@contextlib.contextmanager
+def state_database(value: str | None) -> Iterator[str]:
     """The job database of skopeo-style syncs: persistent by default (its blob index makes the
-    next run cheaper); `:memory:`-like throw-away on request."""
-    if value == "throwaway":
-        return f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='mirrord-')}/sync.db"
+    next run cheaper); with `throwaway`, a new one deleted when the sync ends."""
+    if value != "throwaway":
+        yield _persistent_database(value)
+        return
+    with tempfile.TemporaryDirectory(prefix="mirrord-sync-") as scratch:
+        yield f"sqlite+aiosqlite:///{scratch}/sync.db"
+
+
+def _persistent_database(value: str | None) -> str:
     if value:
         return value if "://" in value else f"sqlite+aiosqlite:///{Path(value).absolute()}"
     state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
@@ -186,10 +194,15 @@ def sync(values: dict[str, Any]) -> None:
         text, complete = run(_plan_text(config, options_for, False))
         click.echo(text)
         raise SystemExit(EXIT_OK if complete else EXIT_PARTIAL)
-    database = config.database if values["config"] else state_database(values["state_db"])
+    database = (
+        contextlib.nullcontext(config.database)
+        if values["config"]
+        else state_database(values["state_db"])
+    )
     progress = SyncProgress(quiet=values["quiet"])
     metrics = _metrics() if values["metrics_file"] else None
-    result = run(_sync(config, database, options_for, progress, metrics))
+    with database as url:
+        result = run(_sync(config, url, options_for, progress, metrics))
     progress.summary(result)
     if metrics is not None:
         metrics.write_textfile(values["metrics_file"])

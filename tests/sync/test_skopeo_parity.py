@@ -10,6 +10,7 @@ key, so semver selection is checked against Masterminds' rules in tests/config i
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -91,6 +92,8 @@ def sync_both(
     common = ["--src", "yaml", "--dest", "docker", "--dest-tls-verify=false", *platform_args]
     # --preserve-digests: without it skopeo may re-encode a copied index (mirrord never does).
     run_skopeo("sync", *common, "--preserve-digests", str(config), f"{by_skopeo.host}/mirror")
+    scratch = config.parent / "tmpdir"
+    scratch.mkdir()
     done = subprocess.run(
         [
             sys.executable,
@@ -106,8 +109,10 @@ def sync_both(
         capture_output=True,
         text=True,
         timeout=180,
+        env={**os.environ, "TMPDIR": str(scratch)},
     )
     assert done.returncode == 0, done.stderr
+    assert list(scratch.iterdir()) == []  # the throw-away database was thrown away
     return catalog(by_skopeo), catalog(by_mirrord)
 
 
