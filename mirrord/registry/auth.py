@@ -40,6 +40,11 @@ class Challenge:
     def realm(self) -> str:
         return self.params.get("realm", "")
 
+    @property
+    def insufficient_scope(self) -> bool:
+        """The token was accepted but lacks a permission the request needs (RFC 6750)."""
+        return self.params.get("error") == "insufficient_scope"
+
 
 def parse_challenges(header: str) -> list[Challenge]:
     """Parse a WWW-Authenticate value (RFC 7235) into challenges; tolerant of odd spacing."""

@@ -450,10 +450,9 @@ class RegistryHttp:
                 # registry's, and answering it would hand the registry's credentials to that host.
                 return resp
             if not (body is None or isinstance(body, bytes)):
-                # A stream cannot be sent again: forget the refused token (it expired while the
-                # body streamed, most likely), so the caller's restart of the upload gets a new one.
+                # A stream cannot be sent again: the refused token is forgotten (it expired while
+                # the body streamed, most likely), so the caller's restart gets a new one.
                 self._learn_challenge(resp, scopes)
-                self.auth.forget(scopes)
                 return resp
             if not retry_auth:
                 return resp
@@ -477,12 +476,16 @@ class RegistryHttp:
             await self.gate.wait("manifest_get")
 
     def _learn_challenge(self, resp: aiohttp.ClientResponse, scopes: Scopes) -> Scopes:
-        """After a 401: adopt the registry's (new) challenge and forget the rejected token."""
+        """After a 401: adopt the registry's (new) challenge and forget the rejected token,
+        unless the registry only wants a scope it lacks (`insufficient_scope`: cancelling an
+        upload needs `delete`): that token stays good for the requests it was made for."""
         challenge = pick_challenge(parse_challenges(resp.headers.get("WWW-Authenticate", "")))
         if challenge is None:
+            self.auth.forget(scopes)
             return scopes
         self.auth.challenge = challenge
-        self.auth.forget(scopes)
+        if not challenge.insufficient_scope:
+            self.auth.forget(scopes)
         extra = challenge.params.get("scope")
         if extra and extra not in scopes:
             return (*scopes, extra)
@@ -577,11 +580,19 @@ class RegistryHttp:
             )
         if cls is Unauthorized:
             text += self._auth_hint(resp.headers.get("WWW-Authenticate", ""))
-            if streamed and self.auth.renewable and self._from_registry(resp):
+            if streamed and self._renewable_refusal(resp):
                 # The registry refused the token of a streamed upload (_send forgot it): the
                 # upload can start over, with a new token.
                 cls = UploadUnauthorized
         raise cls(text, registry=self.host, status=resp.status, codes=codes)
+
+    def _renewable_refusal(self, resp: aiohttp.ClientResponse) -> bool:
+        """A 401 from the registry itself to a token that a new one could replace: not one
+        that lacks a permission (a new token would lack it too)."""
+        if not self.auth.renewable or not self._from_registry(resp):
+            return False
+        challenge = pick_challenge(parse_challenges(resp.headers.get("WWW-Authenticate", "")))
+        return challenge is None or not challenge.insufficient_scope
 
     def _from_registry(self, resp: aiohttp.ClientResponse) -> bool:
         return self._base is not None and resp.url.origin() == self._base.origin()
@@ -600,7 +611,7 @@ class RegistryHttp:
             return " (no credentials were found for this registry)"
         who = f"user {creds.username!r}" if creds.username else "the identity token"
         challenge = pick_challenge(parse_challenges(challenge_header))
-        if challenge is not None and challenge.params.get("error") == "insufficient_scope":
+        if challenge is not None and challenge.insufficient_scope:
             # The token server took the credentials but granted less than the request needs.
             wanted = challenge.params.get("scope") or "this request"
             return f" ({who} from {creds.origin} is not granted {wanted})"

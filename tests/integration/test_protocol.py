@@ -25,7 +25,7 @@ from aiohttp import web
 from mirrord.blobs import BlobService, MemoryBlobIndex
 from mirrord.cli.common import parse_creds
 from mirrord.config import skopeo_sync_config
-from mirrord.errors import RedirectRefused
+from mirrord.errors import RedirectRefused, Unauthorized
 from mirrord.manifests import Descriptor
 from mirrord.registry.client import RegistryClient
 from mirrord.registry.http import RegistryHttp
@@ -369,6 +369,76 @@ async def test_a_401_on_a_streamed_blob_put_renews_the_token_and_uploads_again(
     assert len([at for at in fetched if at < refused_at]) == 1
     assert [at for at in fetched if at > refused_at]
     assert dest.blob_path(digest).exists()
+    assert _open_uploads(dest, "mirror/app") == []
+
+
+async def test_a_401_on_a_streamed_put_for_a_missing_permission_is_not_retried(
+    seed_corpus: SeedCorpus,
+    make_registry: MakeRegistry,
+    fault_proxy: MakeFaultProxy,
+    token_server: TokenServer,
+) -> None:
+    """`insufficient_scope` on the PUT: the token was good but lacks a permission, and a new
+    one would lack it too. The job fails at once, naming what was not granted, instead of
+    reading the source again for two renewals that cannot help."""
+    source = seed_corpus("anonymous", "oci")
+    dest = make_registry("token")
+    assert dest.creds is not None
+    proxy = fault_proxy(dest)
+    digest = max(source.image.blobs, key=lambda d: source.image.blobs[d])
+    challenge = (
+        f'Bearer realm="{token_server.realm}",service="{dest.service}",'
+        'scope="repository:mirror/app:pull,push",error="insufficient_scope"'
+    )
+    denied = {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}
+    proxy.respond(
+        401,
+        method="PUT",
+        path=r"/blobs/uploads/",
+        times=3,
+        headers={"WWW-Authenticate": challenge},
+        body=json.dumps(denied).encode(),
+    )
+
+    with pytest.raises(Unauthorized, match="is not granted repository:mirror/app:pull,push"):
+        await _ensure_blob(
+            source.registry,
+            proxy,
+            digest,
+            source.image.blobs[digest],
+            MemoryBlobIndex(),
+            dest_creds=dest.creds,
+        )
+
+    assert [p.status for p in proxy.records(method="PUT", path=r"/blobs/uploads/")] == [401]
+    # The session is cancelled (the DELETE's own 401 asks for `delete`: a token with it).
+    assert [d.status for d in proxy.records(method="DELETE")] == [401, 204]
+
+
+async def test_cancelling_upload_sessions_keeps_the_push_token(
+    make_registry: MakeRegistry, token_server: TokenServer
+) -> None:
+    """Distribution wants `delete` to cancel an upload session and says so with a 401
+    `insufficient_scope`. The push token stays cached for the next upload (it was thrown away
+    at every cancel, one more token request per cancelled session)."""
+    dest = make_registry("token")
+    assert dest.creds is not None
+    options = RegistryOptions(
+        tls=TLSMode.PLAIN_HTTP, credentials=parse_creds(dest.creds.joined(), "--dest-creds")
+    )
+    client = RegistryClient(RegistryHttp(dest.host, options, role="destination"))
+    digest = "sha256:" + "ab" * 32
+    try:
+        for _ in range(2):
+            session = await client.start_upload("mirror/app", digest)
+            assert session is not None
+            await client.cancel_upload(session)
+    finally:
+        await client.close()
+
+    requested = [tuple(map(str, r.requested)) for r in token_server.requests(dest.service)]
+    push, delete = "repository:mirror/app:pull,push", "repository:mirror/app:delete"
+    assert requested == [(push,), (push, delete)]
     assert _open_uploads(dest, "mirror/app") == []
 
 
