@@ -372,12 +372,13 @@ class RegistryHttp:
         )
 
     def _ssl_for(self, url: URL) -> ssl.SSLContext | bool:
+        """The registry's TLS settings, also for the hosts it sends us to (its token server,
+        blob storage, an upload Location), as containers/image applies them: a private
+        registry's storage or token server is usually behind the same private CA."""
         if url.scheme != "https":
             return False
-        if self._base is None or url.host == self._base.host:
-            ctx = tls.ssl_context(self.host, self.options)
-            return ctx if ctx is not None else True
-        return True
+        ctx = tls.ssl_context(self.host, self.options)
+        return ctx if ctx is not None else True
 
     @contextlib.asynccontextmanager
     async def open(
@@ -506,7 +507,7 @@ class RegistryHttp:
             sent = dict(headers)
             if url.origin() == origin and (auth := await self.auth.header(scopes, origin)):
                 sent["Authorization"] = auth
-            with mapped_errors(self.host, what):
+            with mapped_errors(self._where(url, origin), what):
                 resp = await self.session.request(
                     method,
                     url,
@@ -536,6 +537,13 @@ class RegistryHttp:
                 )
             url = target
         raise RedirectRefused(f"{self.host}: {what}: more than {MAX_REDIRECTS} redirects")
+
+    def _where(self, url: URL, origin: URL) -> str:
+        """Who an error happened at: the registry, or the host it redirected us to (never the
+        rest of that URL: a signed storage address carries its signature in the query)."""
+        if url.origin() == origin:
+            return self.host
+        return f"{self.host} (redirected to {url.host}:{url.port})"
 
     def _observe_ratelimit(self, resp: aiohttp.ClientResponse) -> None:
         """Docker Hub's pull quota: below the floor, manifest GETs (which spend it) pause;

@@ -694,6 +694,65 @@ def test_https_to_http_redirect_is_refused(cli: Mirrord, pki: Pki) -> None:
         assert plain.seen == []
 
 
+def test_a_redirect_to_another_host_is_verified_with_the_registry_s_cert_dir(
+    cli: Mirrord, pki: Pki
+) -> None:
+    """A private registry's blob storage or token server on another host name (MinIO behind the
+    same private CA, GitLab's token endpoint) is verified with the registry's cert-dir, as skopeo
+    does; it was checked against the system CAs only and failed."""
+    cert = pki.server_cert("fake-https")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert.cert), str(cert.key))
+    with FakeServer(ssl_context=context) as storage, FakeServer(ssl_context=context) as fake:
+        storage.route("GET", "/store/m", json_handler(MANIFEST, content_type=OCI_MANIFEST))
+        elsewhere = storage.url.replace("127.0.0.1", "localhost")
+        fake.route("GET", "/v2/", _ok)
+        fake.route("GET", "/v2/r/manifests/v1", redirect_handler(f"{elsewhere}/store/m"))
+        result = cli(
+            "inspect",
+            "--raw",
+            "--cert-dir",
+            str(pki.certs_d("fake-https")),
+            f"docker://{fake.host}/r:v1",
+        ).ok()
+        assert result.stdout_bytes == MANIFEST
+        assert [s.path_qs for s in storage.requests()] == ["/store/m"]
+
+
+def test_a_redirect_target_s_certificate_error_names_that_host(
+    cli: Mirrord, pki: Pki, tmp_path: Path
+) -> None:
+    """The registry is trusted, the storage it redirects to is not (another CA): the error
+    names the storage host, not only the registry the operator would otherwise go and check."""
+    other_ca = Pki(tmp_path / "other-ca")
+    cert, stranger = pki.server_cert("fake-https"), other_ca.server_cert("storage")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert.cert), str(cert.key))
+    storage_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    storage_context.load_cert_chain(str(stranger.cert), str(stranger.key))
+    with (
+        FakeServer(ssl_context=storage_context) as storage,
+        FakeServer(ssl_context=context) as fake,
+    ):
+        elsewhere = storage.url.replace("127.0.0.1", "localhost")
+        fake.route("GET", "/v2/", _ok)
+        fake.route(
+            "GET", "/v2/r/manifests/v1", redirect_handler(f"{elsewhere}/m?X-Amz-Signature=s3cret")
+        )
+        result = cli(
+            "inspect",
+            "--raw",
+            "--cert-dir",
+            str(pki.certs_d("fake-https")),
+            f"docker://{fake.host}/r:v1",
+        )
+        assert result.returncode == 1, result.describe()
+        line = result.error_line()
+        assert f"redirected to {elsewhere.removeprefix('https://')}" in line
+        assert "certificate verif" in line
+        assert "s3cret" not in result.output
+
+
 async def test_an_upload_location_in_clear_text_from_an_https_registry_is_refused(
     pki: Pki,
 ) -> None:
