@@ -9,7 +9,7 @@ Lifecycle:
   rest back to the queue, exit 0.
 - SIGHUP: reload the config; an invalid new config is refused (logged), the old one kept. The
   HTTP token is re-read; `listen`, `database`, `log` and `limits.blobs` take effect at the next
-  start (said so).
+  start (said so). Once a stop has begun, SIGHUP is ignored until the exit.
 - systemd (`Type=notify`): READY=1 once the signals are handled, so a `systemctl reload` sent
   while starting waits for it instead of killing the process with SIGHUP's default action.
 - SIGKILL: nothing to do here by design. Leases expire and the next start (or another daemon)
@@ -151,6 +151,11 @@ class Daemon:
         self._stop.set()
 
     def reload(self) -> None:
+        if self._stop.is_set():
+            # A stopping daemon drains with the config it ran with; the new one applies at the
+            # next start (systemd's `reload` racing a `stop`, or a SIGHUP sent by a script).
+            log.info("reload ignored: mirrord is stopping")
+            return
         try:
             new = load_config(self.config_path)
         except MirrordError as exc:
@@ -192,8 +197,15 @@ class Daemon:
             await runner.cleanup()
         async with steps.step("closing registry connections"):
             await engine.close()
+        self._ignore_late_reloads()
         log.info("mirrord stopped")
         steps.raise_first()
+
+    def _ignore_late_reloads(self) -> None:
+        """From here to the exit a SIGHUP is ignored: the loop's handler goes with the loop,
+        and SIGHUP's default action would end a cleanly stopped daemon as killed by it."""
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 class _Steps:

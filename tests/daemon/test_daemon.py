@@ -115,6 +115,33 @@ def test_sigterm_drains_running_copies_and_exits_zero(
     assert env.wait() == 0
 
 
+def test_sighup_while_draining_keeps_the_config_the_daemon_stops_with(
+    daemon_env: tuple[DaemonEnv, FaultProxy, FaultProxy], corpus: Corpus
+) -> None:
+    """A reload racing a stop: the draining daemon does not take on a new config (it would
+    rebuild the registry pools its last copies still use); it says so and stops cleanly."""
+    env, _, dst_proxy = daemon_env
+    dst_proxy.latency(2.0, method="PUT", path=r"/manifests/")  # the drain lasts
+    env.write_config(env.skopeo_source({REPOS[0]: []}), jobs=2)
+    env.start()
+    wait_until(lambda: _copies_running(env), step=0.02)
+    env.signal(signal.SIGTERM)
+    wait_until(lambda: "stopping: draining" in env.log.read_text(), step=0.02)
+    env.write_config(env.skopeo_source({REPOS[0]: [], REPOS[1]: []}), jobs=4)
+    env.signal(signal.SIGHUP)
+    wait_until(lambda: "mirrord stopped" in env.log.read_text(), step=0.01)
+    env.signal(signal.SIGHUP)  # after the loop's handlers: it must not kill the process
+    assert env.wait(within=40) == 0
+    log = env.log.read_text()
+    assert "reload ignored: mirrord is stopping" in log
+    assert "configuration reloaded" not in log
+    assert env.states().get(JobState.FAILED, 0) == 0
+
+
+def _copies_running(env: DaemonEnv) -> bool:
+    return any(j.kind is JobKind.COPY and j.state is JobState.RUNNING for j in env.jobs())
+
+
 def test_a_database_failure_stops_the_daemon_with_exit_1_so_systemd_restarts_it(
     daemon_env: tuple[DaemonEnv, FaultProxy, FaultProxy], corpus: Corpus
 ) -> None:
