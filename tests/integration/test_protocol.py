@@ -315,6 +315,26 @@ async def test_a_mount_that_keeps_failing_becomes_a_plain_upload(
     assert dest.blob_path(digest).exists()
 
 
+def _refuse_blob_puts(
+    proxy: FaultProxy, token_server: TokenServer, dest: RegistryServer, error: str, times: int
+) -> None:
+    """Answer the next `times` blob PUTs with a 401 and the Bearer challenge Distribution sends
+    with `error` (`invalid_token`: expired; `insufficient_scope`: a permission missing)."""
+    challenge = (
+        f'Bearer realm="{token_server.realm}",service="{dest.service}",'
+        f'scope="repository:mirror/app:pull,push",error="{error}"'
+    )
+    body = {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}
+    proxy.respond(
+        401,
+        method="PUT",
+        path=r"/blobs/uploads/",
+        times=times,
+        headers={"WWW-Authenticate": challenge},
+        body=json.dumps(body).encode(),
+    )
+
+
 async def test_a_401_on_a_streamed_blob_put_renews_the_token_and_uploads_again(
     seed_corpus: SeedCorpus,
     make_registry: MakeRegistry,
@@ -330,19 +350,7 @@ async def test_a_401_on_a_streamed_blob_put_renews_the_token_and_uploads_again(
     assert dest.creds is not None
     proxy = fault_proxy(dest)
     digest = max(source.image.blobs, key=lambda d: source.image.blobs[d])
-    challenge = (
-        f'Bearer realm="{token_server.realm}",service="{dest.service}",'
-        'scope="repository:mirror/app:pull,push",error="invalid_token"'
-    )
-    expired = {"errors": [{"code": "UNAUTHORIZED", "message": "token expired"}]}
-    proxy.respond(
-        401,
-        method="PUT",
-        path=r"/blobs/uploads/",
-        times=1,
-        headers={"WWW-Authenticate": challenge},
-        body=json.dumps(expired).encode(),
-    )
+    _refuse_blob_puts(proxy, token_server, dest, error="invalid_token", times=1)
 
     outcome = await _ensure_blob(
         src_proxy,
@@ -386,19 +394,7 @@ async def test_a_401_on_a_streamed_put_for_a_missing_permission_is_not_retried(
     assert dest.creds is not None
     proxy = fault_proxy(dest)
     digest = max(source.image.blobs, key=lambda d: source.image.blobs[d])
-    challenge = (
-        f'Bearer realm="{token_server.realm}",service="{dest.service}",'
-        'scope="repository:mirror/app:pull,push",error="insufficient_scope"'
-    )
-    denied = {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}
-    proxy.respond(
-        401,
-        method="PUT",
-        path=r"/blobs/uploads/",
-        times=3,
-        headers={"WWW-Authenticate": challenge},
-        body=json.dumps(denied).encode(),
-    )
+    _refuse_blob_puts(proxy, token_server, dest, error="insufficient_scope", times=3)
 
     with pytest.raises(Unauthorized, match="is not granted repository:mirror/app:pull,push"):
         await _ensure_blob(
