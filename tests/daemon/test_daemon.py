@@ -119,7 +119,8 @@ def test_sighup_while_draining_keeps_the_config_the_daemon_stops_with(
     daemon_env: tuple[DaemonEnv, FaultProxy, FaultProxy], corpus: Corpus
 ) -> None:
     """A reload racing a stop: the draining daemon does not take on a new config (it would
-    rebuild the registry pools its last copies still use); it says so and stops cleanly."""
+    build new registry pools and a new schedule only to close them); it says so and stops
+    cleanly, and a SIGHUP after its last log line does not kill it either."""
     env, _, dst_proxy = daemon_env
     dst_proxy.latency(2.0, method="PUT", path=r"/manifests/")  # the drain lasts
     env.write_config(env.skopeo_source({REPOS[0]: []}), jobs=2)
