@@ -543,7 +543,7 @@ class RegistryHttp:
         rest of that URL: a signed storage address carries its signature in the query)."""
         if url.origin() == origin:
             return self.host
-        return f"{self.host} (redirected to {url.host}:{url.port})"
+        return f"{self.host} (redirected to {url.host_port_subcomponent})"
 
     def _observe_ratelimit(self, resp: aiohttp.ClientResponse) -> None:
         """Docker Hub's pull quota: below the floor, manifest GETs (which spend it) pause;
