@@ -24,7 +24,8 @@
         ├── RateLimited               rate_limited      yes  429 / TOOMANYREQUESTS (retry_after)
         │   └── RegistryPaused        rate_limited      yes  a pause too long to wait in a job slot
         ├── ServerError               server_error      yes  5xx, 408
-        └── UploadInvalid             upload_invalid    yes  BLOB_UPLOAD_UNKNOWN / _INVALID
+        └── UploadInvalid             upload_invalid    yes  BLOB_UPLOAD_UNKNOWN / _INVALID,
+                                                               DIGEST_INVALID
 
 Foreign exceptions (aiohttp, ssl, OSError, SQLAlchemy) are mapped into this tree at one boundary
 each (`raise ... from exc`), so a 429 on a manifest PUT is still a `RateLimited` when the retry
@@ -192,6 +193,9 @@ _BY_CODE: dict[str, type[RegistryError]] = {
     "TOOMANYREQUESTS": RateLimited,
     "BLOB_UPLOAD_UNKNOWN": UploadInvalid,
     "BLOB_UPLOAD_INVALID": UploadInvalid,
+    # The registry hashed other bytes than the ones we verified while streaming them: damaged
+    # on the way. A new session sends the blob again (within the blob's attempts).
+    "DIGEST_INVALID": UploadInvalid,
     "UNAVAILABLE": ServerError,
 }
 

@@ -286,6 +286,30 @@ async def test_a_failed_upload_cancels_its_session_before_the_retry(
     assert _open_uploads(dest, "mirror/app") == []
 
 
+async def test_a_blob_the_destination_hashed_differently_is_sent_again(
+    seed_corpus: SeedCorpus, make_registry: MakeRegistry, fault_proxy: MakeFaultProxy
+) -> None:
+    """`400 DIGEST_INVALID` on the PUT: the registry received other bytes than the ones
+    mirrord verified while sending them (damaged on the way). The blob is sent again with a
+    new session, as for a failed upload; it used to fail the job at once."""
+    source = seed_corpus("anonymous", "oci")
+    dest = make_registry("anonymous")
+    proxy = fault_proxy(dest)
+    digest = max(source.image.blobs, key=lambda d: source.image.blobs[d])
+    invalid = {"errors": [{"code": "DIGEST_INVALID", "message": "provided digest did not match"}]}
+    proxy.respond(
+        400, method="PUT", path=r"/blobs/uploads/", times=1, body=json.dumps(invalid).encode()
+    )
+
+    outcome = await _ensure_blob(
+        source.registry, proxy, digest, source.image.blobs[digest], MemoryBlobIndex()
+    )
+
+    assert outcome is BlobOutcome.UPLOADED
+    assert [p.status for p in proxy.records(method="PUT")] == [400, 201]
+    assert dest.blob_path(digest).exists()
+
+
 async def test_a_mount_that_keeps_failing_becomes_a_plain_upload(
     seed_corpus: SeedCorpus, make_registry: MakeRegistry, fault_proxy: MakeFaultProxy
 ) -> None:
