@@ -692,21 +692,32 @@ def test_a_401_where_a_redirect_led_never_gets_the_registry_s_credentials(cli: M
         assert creds.password not in result.output
 
 
-def test_https_to_http_redirect_is_refused(cli: Mirrord, pki: Pki) -> None:
-    cert = pki.server_cert("fake-https")
+def _server_context(pki: Pki, name: str) -> ssl.SSLContext:
+    """A test server's TLS context, its certificate issued by `pki` for the loopback names."""
+    cert = pki.server_cert(name)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(str(cert.cert), str(cert.key))
+    return context
+
+
+def _inspect_over_tls(cli: Mirrord, pki: Pki, fake: FakeServer) -> CliResult:
+    """`mirrord inspect --raw` of `r:v1` at the https `fake`, trusting the test CA."""
+    return cli(
+        "inspect",
+        "--raw",
+        "--cert-dir",
+        str(pki.certs_d("fake-https")),
+        f"docker://{fake.host}/r:v1",
+    )
+
+
+def test_https_to_http_redirect_is_refused(cli: Mirrord, pki: Pki) -> None:
+    context = _server_context(pki, "fake-https")
     with FakeServer() as plain, FakeServer(ssl_context=context) as fake:
         plain.route("GET", "/store/m", json_handler(MANIFEST, content_type=OCI_MANIFEST))
         fake.route("GET", "/v2/", _ok)
         fake.route("GET", "/v2/r/manifests/v1", redirect_handler(f"{plain.url}/store/m"))
-        result = cli(
-            "inspect",
-            "--raw",
-            "--cert-dir",
-            str(pki.certs_d("fake-https")),
-            f"docker://{fake.host}/r:v1",
-        )
+        result = _inspect_over_tls(cli, pki, fake)
         assert result.returncode == 1, result.describe()
         line = result.error_line()
         assert "redirect" in line
@@ -720,21 +731,13 @@ def test_a_redirect_to_another_host_is_verified_with_the_registry_s_cert_dir(
     """A private registry's blob storage or token server on another host name (MinIO behind the
     same private CA, GitLab's token endpoint) is verified with the registry's cert-dir, as skopeo
     does; it was checked against the system CAs only and failed."""
-    cert = pki.server_cert("fake-https")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(str(cert.cert), str(cert.key))
+    context = _server_context(pki, "fake-https")
     with FakeServer(ssl_context=context) as storage, FakeServer(ssl_context=context) as fake:
         storage.route("GET", "/store/m", json_handler(MANIFEST, content_type=OCI_MANIFEST))
         elsewhere = storage.url.replace("127.0.0.1", "localhost")
         fake.route("GET", "/v2/", _ok)
         fake.route("GET", "/v2/r/manifests/v1", redirect_handler(f"{elsewhere}/store/m"))
-        result = cli(
-            "inspect",
-            "--raw",
-            "--cert-dir",
-            str(pki.certs_d("fake-https")),
-            f"docker://{fake.host}/r:v1",
-        ).ok()
+        result = _inspect_over_tls(cli, pki, fake).ok()
         assert result.stdout_bytes == MANIFEST
         assert [s.path_qs for s in storage.requests()] == ["/store/m"]
 
@@ -744,12 +747,8 @@ def test_a_redirect_target_s_certificate_error_names_that_host(
 ) -> None:
     """The registry is trusted, the storage it redirects to is not (another CA): the error
     names the storage host, not only the registry the operator would otherwise go and check."""
-    other_ca = Pki(tmp_path / "other-ca")
-    cert, stranger = pki.server_cert("fake-https"), other_ca.server_cert("storage")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(str(cert.cert), str(cert.key))
-    storage_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    storage_context.load_cert_chain(str(stranger.cert), str(stranger.key))
+    context = _server_context(pki, "fake-https")
+    storage_context = _server_context(Pki(tmp_path / "other-ca"), "storage")
     with (
         FakeServer(ssl_context=storage_context) as storage,
         FakeServer(ssl_context=context) as fake,
@@ -759,13 +758,7 @@ def test_a_redirect_target_s_certificate_error_names_that_host(
         fake.route(
             "GET", "/v2/r/manifests/v1", redirect_handler(f"{elsewhere}/m?X-Amz-Signature=s3cret")
         )
-        result = cli(
-            "inspect",
-            "--raw",
-            "--cert-dir",
-            str(pki.certs_d("fake-https")),
-            f"docker://{fake.host}/r:v1",
-        )
+        result = _inspect_over_tls(cli, pki, fake)
         assert result.returncode == 1, result.describe()
         line = result.error_line()
         assert f"redirected to {elsewhere.removeprefix('https://')}" in line
@@ -776,9 +769,7 @@ def test_a_redirect_target_s_certificate_error_names_that_host(
 async def test_an_upload_location_in_clear_text_from_an_https_registry_is_refused(
     pki: Pki,
 ) -> None:
-    cert = pki.server_cert("fake-https")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(str(cert.cert), str(cert.key))
+    context = _server_context(pki, "fake-https")
     with FakeServer() as plain, FakeServer(ssl_context=context) as fake:
         fake.route("GET", "/v2/", _ok)
         fake.route(
