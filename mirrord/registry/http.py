@@ -47,6 +47,7 @@ from mirrord.redact import redact_url
 from mirrord.registry import tls
 from mirrord.registry.auth import (
     Authenticator,
+    Challenge,
     Scopes,
     forbidden_redirect,
     parse_challenges,
@@ -587,19 +588,19 @@ class RegistryHttp:
                 text, retry_after=retry_after, registry=self.host, status=resp.status, codes=codes
             )
         if cls is Unauthorized:
-            text += self._auth_hint(resp.headers.get("WWW-Authenticate", ""))
-            if streamed and self._renewable_refusal(resp):
+            challenge = pick_challenge(parse_challenges(resp.headers.get("WWW-Authenticate", "")))
+            text += self._auth_hint(challenge)
+            if streamed and self._renewable_refusal(resp, challenge):
                 # The registry refused the token of a streamed upload (_send forgot it): the
                 # upload can start over, with a new token.
                 cls = UploadUnauthorized
         raise cls(text, registry=self.host, status=resp.status, codes=codes)
 
-    def _renewable_refusal(self, resp: aiohttp.ClientResponse) -> bool:
+    def _renewable_refusal(self, resp: aiohttp.ClientResponse, challenge: Challenge | None) -> bool:
         """A 401 from the registry itself to a token that a new one could replace: not one
         that lacks a permission (a new token would lack it too)."""
         if not self.auth.renewable or not self._from_registry(resp):
             return False
-        challenge = pick_challenge(parse_challenges(resp.headers.get("WWW-Authenticate", "")))
         return challenge is None or not challenge.insufficient_scope
 
     def _from_registry(self, resp: aiohttp.ClientResponse) -> bool:
@@ -611,14 +612,13 @@ class RegistryHttp:
         if pause is not None:
             self.gate.pause(pause)
 
-    def _auth_hint(self, challenge_header: str = "") -> str:
+    def _auth_hint(self, challenge: Challenge | None = None) -> str:
         creds = self.auth.credentials
         if creds is None and self.auth.registry_token:
             return " (the bearer token given with --registry-token was refused)"
         if creds is None:
             return " (no credentials were found for this registry)"
         who = f"user {creds.username!r}" if creds.username else "the identity token"
-        challenge = pick_challenge(parse_challenges(challenge_header))
         if challenge is not None and challenge.insufficient_scope:
             # The token server took the credentials but granted less than the request needs.
             wanted = challenge.params.get("scope") or "this request"
